@@ -1,0 +1,169 @@
+"""Checkpoints as plain data: atomic writes, safe loads (weights_only), run-directory naming and locking."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from charrnn.errors import CharRNNError
+
+FORMAT_VERSION = 1
+LATEST = "latest.pt"
+BEST = "best.pt"
+LOCK = ".lock"
+TMP_SUFFIX = ".tmp"
+
+
+def save(path: Path, state: dict) -> None:
+    """Write atomically: temporary file → flush → fsync → rename. A crash mid-write leaves the old file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError from its zip writer
+        tmp.unlink(missing_ok=True)
+        reason = "no space left on the device" if _is_disk_full(e) else str(e).splitlines()[0]
+        raise CharRNNError(f"could not write checkpoint {path}: {reason}; free space or choose another --out; "
+                           "the previous checkpoint is intact") from None
+    _fsync_dir(path.parent)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "file write failed" in str(e)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: Path) -> dict:
+    """Load with weights_only=True: tensors and plain containers only, so a stranger's file cannot run code."""
+    path = Path(path)
+    if not path.exists():
+        raise CharRNNError(f"{path}: no such checkpoint; train one with `charrnn train` or check the path")
+    if path.is_dir():
+        raise CharRNNError(f"{path}: is a directory without {BEST} or {LATEST}; pass a run directory or a .pt file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        if "Weights only load failed" in first or "Unsupported" in str(e):
+            raise CharRNNError(f"{path}: refused: the file holds pickled objects beyond plain data, which could "
+                               "run code; only load checkpoints written by charrnn") from None
+        raise CharRNNError(f"{path}: not a charrnn checkpoint (unreadable: {first[:120]}); "
+                           "it may be truncated or corrupt, use another checkpoint") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as e:
+        raise CharRNNError(f"{path}: not a charrnn checkpoint or truncated ({type(e).__name__}); "
+                           "use another checkpoint, e.g. the run's best.pt") from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise CharRNNError(f"{path}: not a charrnn checkpoint (no format_version); use a file written by charrnn train")
+    version = state["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CharRNNError(f"{path}: checkpoint format {version} is newer than this charrnn understands "
+                           f"({FORMAT_VERSION}); upgrade charrnn")
+    for key in ("model_config", "vocab", "model"):
+        if key not in state:
+            raise CharRNNError(f"{path}: checkpoint lacks '{key}'; it is incomplete, use another checkpoint")
+    return state
+
+
+def resolve(path: Path) -> Path:
+    """A .pt file, or a run directory meaning its best.pt (else latest.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LATEST):
+            if (path / name).is_file():
+                return path / name
+        raise CharRNNError(f"{path}: run directory has no {BEST} or {LATEST}; train into it first")
+    return path
+
+
+def latest_run(runs_dir: Path) -> Path:
+    """The best checkpoint of the most recently written run under runs_dir."""
+    candidates = [p for p in Path(runs_dir).glob(f"*/{LATEST}")] + [p for p in Path(runs_dir).glob(f"*/{BEST}")]
+    if not candidates:
+        raise CharRNNError(f"no trained model found under {runs_dir}/; run `charrnn train` first or pass --checkpoint")
+    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    return resolve(newest.parent)
+
+
+def remove_stray_temporaries(run_dir: Path) -> None:
+    """A process killed mid-save leaves NAME.pt.tmp behind; the lock guarantees no writer is live now."""
+    for tmp in Path(run_dir).glob(f"*.pt{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (flock): a second `train` refuses; the kernel drops it when a process dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CharRNNError(f"{self.path.parent}: another charrnn train is writing to this run directory; "
+                               "wait for it or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def summarize(path: Path, state: dict) -> dict:
+    """What `charrnn info` shows, as plain JSON-ready data."""
+    import math
+
+    model = state["model_config"]
+    history = state.get("history") or {"train": [], "val": []}
+    best = state.get("best_val_nats")
+    parameters = sum(t.numel() for t in state["model"].values())
+    return {
+        "checkpoint": str(path),
+        "format_version": state["format_version"],
+        "model": model,
+        "parameters": parameters,
+        "vocab_size": len(state["vocab"]),
+        "vocab": "".join(state["vocab"]),
+        "train_config": state.get("train_config"),
+        "steps": state.get("step"),
+        "epochs": state.get("epoch"),
+        "minutes": (state.get("elapsed_seconds") or 0) / 60,
+        "best_val_bits_per_char": best / math.log(2) if best is not None and math.isfinite(best) else None,
+        "corpus": state.get("corpus"),
+        "history": {
+            "train": [[int(s), float(v)] for s, v in history["train"]],
+            "val": [[int(s), float(v), float(t)] for s, v, t in history["val"]],
+        },
+    }

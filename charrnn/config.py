@@ -1,0 +1,153 @@
+"""Frozen configuration dataclasses, checked on construction and stored in checkpoints as plain dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+
+from charrnn.errors import CharRNNError
+
+
+class Cell(str, enum.Enum):
+    LSTM = "lstm"
+    GRU = "gru"
+    RNN = "rnn"
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class Schedule(str, enum.Enum):
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+def _positive(name: str, value: float | int | None) -> None:
+    if value is not None and value <= 0:
+        raise CharRNNError(f"--{name.replace('_', '-')} must be greater than 0, got {value}")
+
+
+def _plain(obj) -> dict:
+    """A dataclass as a dict of plain values (enums become their strings), fit for a weights_only checkpoint."""
+    return {k: (v.value if isinstance(v, enum.Enum) else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(obj).items()}
+
+
+def _from_plain(cls, data: dict):
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture: embedding → `layers` recurrent layers (Graves 2013 skips optional) → linear head."""
+
+    vocab_size: int
+    cell: Cell = Cell.LSTM
+    layers: int = 2
+    hidden: int = 512
+    embedding: int = 64
+    skip: bool = True
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "cell", Cell(self.cell))
+        for name in ("vocab_size", "layers", "hidden", "embedding"):
+            _positive(name, getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return _from_plain(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: batches, optimiser, schedule, budget, validation cadence."""
+
+    seq_len: int = 128
+    batch_size: int = 64
+    lr: float = 2e-3
+    schedule: Schedule = Schedule.COSINE
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.05
+    grad_clip: float = 1.0
+    steps: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None
+    val_fraction: float = 0.05
+    val_max_chars: int = 500_000
+    eval_every: int = 100
+    random_seed: int = 0
+    precision: Precision = Precision.FP32
+
+    def __post_init__(self):
+        object.__setattr__(self, "schedule", Schedule(self.schedule))
+        object.__setattr__(self, "precision", Precision(self.precision))
+        for name in ("seq_len", "batch_size", "lr", "steps", "epochs", "minutes", "eval_every", "val_max_chars"):
+            _positive(name, getattr(self, name))
+        if self.grad_clip < 0:
+            raise CharRNNError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise CharRNNError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if self.warmup_steps < 0:
+            raise CharRNNError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return _from_plain(cls, data)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to draw text from a model."""
+
+    length: int = 1000
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    num_samples: int = 1
+    random_seed: int | None = None
+    stop: tuple[str, ...] = ()
+    echo: bool = True
+    drop_unknown: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.length < 0:
+            raise CharRNNError(f"--length must be 0 or more, got {self.length}")
+        if self.temperature < 0:
+            raise CharRNNError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharRNNError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise CharRNNError(f"--top-p must be in (0, 1], got {self.top_p}")
+        _positive("num_samples", self.num_samples)
+        if any(s == "" for s in self.stop):
+            raise CharRNNError("--stop must not be empty")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to score text: parallel streams for speed, optional dynamic evaluation (Krause et al. 2017)."""
+
+    streams: int = 64
+    seq_len: int = 256
+    strict: bool = False
+    dynamic: bool = False
+    dynamic_lr: float = 1e-4
+    dynamic_window: int = 64
+
+    def __post_init__(self):
+        for name in ("streams", "seq_len", "dynamic_lr", "dynamic_window"):
+            _positive(name, getattr(self, name))

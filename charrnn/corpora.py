@@ -1,0 +1,182 @@
+"""Built-in corpora assembled from files every installation has: C/C++ from torch's headers, Python's stdlib.
+
+Deterministic (sorted paths, identical files once), each file introduced by a marker line, cached per source
+version. Standard library only: no model code here, and no torch import (the headers are found on disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from charrnn.errors import CharRNNError
+
+RECIPE_VERSION = 1
+HEAD_BYTES = 4096  # where code generators leave their "@generated" mark
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    marker: str  # the comment syntax of the marker line, e.g. "// file: c10/util/Half.h"
+
+    def root(self) -> Path:
+        return _ROOTS[self.name]()
+
+    def source_key(self) -> str:
+        return _KEYS[self.name]()
+
+    def files(self) -> list[Path]:
+        """Relative paths (sorted) of the files the corpus includes."""
+        root = self.root()
+        return sorted(p.relative_to(root) for p in _WALKS[self.name](root))
+
+
+def _torch_include() -> Path:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        raise CharRNNError("the cpp corpus needs the torch package's headers, but torch is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "include"
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return "torch-" + version("torch")
+
+
+def _stdlib() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+CPP_ROOTS = ("c10", "ATen", "torch", "caffe2")  # PyTorch's own code; everything else under include/ is vendored
+CPP_SUFFIXES = {".h", ".hpp", ".cuh", ".cpp", ".cc", ".c", ".inl"}
+CPP_EXCLUDED_DIRS = {"ops", "generated"}  # ATen/ops: ~7,000 generated per-operator headers
+
+
+def is_generated(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return b"@generated" in f.read(HEAD_BYTES)
+
+
+def _cpp_files(root: Path) -> Iterator[Path]:
+    for top in CPP_ROOTS:
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            dirnames[:] = [d for d in dirnames if d not in CPP_EXCLUDED_DIRS]
+            for name in filenames:
+                path = Path(dirpath) / name
+                if path.suffix in CPP_SUFFIXES and not is_generated(path):
+                    yield path
+
+
+PY_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+
+
+def _python_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in PY_EXCLUDED_DIRS and not d.startswith("test")]
+        for name in filenames:
+            if name.endswith(".py") and not name.startswith("test_"):
+                yield Path(dirpath) / name
+
+
+_ROOTS = {"cpp": _torch_include, "python": _stdlib}
+_KEYS = {"cpp": _torch_version, "python": lambda: "python-" + ".".join(map(str, sys.version_info[:3]))}
+_WALKS = {"cpp": _cpp_files, "python": _python_files}
+
+RECIPES = {
+    "cpp": Recipe("cpp", "C/C++ source: PyTorch's own headers (c10, ATen, torch/csrc) from the installed torch, "
+                  "without generated or vendored files", "//"),
+    "python": Recipe("python", "Python source: the standard library's modules, without test suites", "#"),
+}
+DEFAULT = "cpp"
+
+
+def names() -> list[str]:
+    return list(RECIPES)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CHARRNN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "charrnn")
+    return Path(base) / "corpora"
+
+
+def cache_path(recipe: Recipe) -> Path:
+    return cache_dir() / f"{recipe.name}-{recipe.source_key()}-v{RECIPE_VERSION}.txt"
+
+
+def assemble(recipe: Recipe) -> str:
+    """The corpus text: each distinct UTF-8 file once, in path order, after a marker line naming it."""
+    root = recipe.root()
+    seen: set[bytes] = set()
+    parts = []
+    for rel in recipe.files():
+        raw = (root / rel).read_bytes()
+        digest = hashlib.sha256(raw).digest()
+        if digest in seen:
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # a handful of files in other encodings: left out, deterministically
+        seen.add(digest)
+        text = text.replace("\r\n", "\n")
+        parts.append(f"{recipe.marker} file: {rel.as_posix()}\n{text}{'' if text.endswith(chr(10)) else chr(10)}\n")
+    return "".join(parts)
+
+
+def build(name: str) -> Path:
+    """The path of the built corpus, assembling and caching it on first use (atomically)."""
+    recipe = RECIPES[name]
+    path = cache_path(recipe)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(assemble(recipe), encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def resolve(name_or_path: str | None) -> tuple[Path, str]:
+    """(file, name): an existing path means that file; a built-in name means its cached build."""
+    if name_or_path is None:
+        name_or_path = DEFAULT
+    path = Path(name_or_path)
+    if path.exists():
+        return path, path.stem
+    if name_or_path in RECIPES:
+        return build(name_or_path), name_or_path
+    raise CharRNNError(f"{name_or_path}: no such file, and not a built-in corpus (built-in: {', '.join(names())}); "
+                       "pass a path to a text file or one of those names")
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    name: str
+    description: str
+    cached: bool
+    chars: int | None
+    distinct: int | None
+    files: int | None
+    fingerprint: str | None
+
+
+def describe(name: str, *, build_if_missing: bool = False) -> CorpusInfo:
+    recipe = RECIPES[name]
+    path = cache_path(recipe)
+    cached = path.exists()
+    if not cached and not build_if_missing:
+        return CorpusInfo(name, recipe.description, False, None, None, None, None)
+    path = build(name)
+    text = path.read_text(encoding="utf-8")
+    files = text.count(f"\n{recipe.marker} file: ") + text.startswith(f"{recipe.marker} file: ")
+    return CorpusInfo(name, recipe.description, cached, len(text), len(set(text)), files,
+                      hashlib.sha256(text.encode("utf-8")).hexdigest())

@@ -1,0 +1,181 @@
+"""Corpus text to compact id tensors (streamed, with clear decoding errors), the train/val split, and batches."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charrnn.errors import CharRNNError
+from charrnn.vocab import Vocab, printable
+
+READ_CHUNK_BYTES = 8 << 20
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise CharRNNError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise CharRNNError(f"{path}: is a directory; pass a text file")
+
+
+def iter_code_points(path: Path, encoding: str = "utf-8") -> Iterator[tuple[torch.Tensor, bytes]]:
+    """Yield (code points as int32, raw bytes) per chunk, in bounded memory. Errors name the byte offset."""
+    _check_readable(path)
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError:
+        raise CharRNNError(f"unknown --encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(READ_CHUNK_BYTES)
+            pending = len(decoder.getstate()[0])  # bytes of a character split across the previous chunk boundary
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                where = offset - pending + e.start
+                raise CharRNNError(
+                    f"{path}: not valid {encoding} at byte {where}; pass --encoding latin-1 (or the file's real encoding)"
+                ) from None
+            if "\x00" in text:
+                at = offset + len(text[: text.index("\x00")].encode(encoding, errors="replace"))
+                raise CharRNNError(f"{path}: contains a NUL byte near byte {at}; this looks like a binary file, pass a text file")
+            if text:
+                yield torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32), raw
+            if not raw:
+                return
+            offset += len(raw)
+
+
+@dataclass
+class Corpus:
+    """A text as ids: `ids` is a compact 1-D integer tensor (uint8 when the vocabulary allows)."""
+
+    name: str
+    path: Path
+    fingerprint: str
+    vocab: Vocab
+    ids: torch.Tensor
+
+    def split(self, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """A contiguous split: the first (1 - val_fraction) trains, the rest validates."""
+        n_val = int(len(self.ids) * val_fraction)
+        n_train = len(self.ids) - n_val
+        if n_val < 2 or n_train < 2:
+            raise CharRNNError(
+                f"--val-fraction {val_fraction} leaves {n_train} training and {n_val} validation characters "
+                f"of {len(self.ids)}; choose a fraction that leaves both at least 2 (or use a longer corpus)"
+            )
+        return self.ids[:n_train], self.ids[n_train:]
+
+
+def read_corpus(path: Path, *, name: str | None = None, encoding: str = "utf-8", vocab: Vocab | None = None) -> Corpus:
+    """Read a corpus in two passes (vocabulary and fingerprint, then ids), never holding it as Python ints.
+
+    With `vocab` given (resuming, or training further on new text) every character must be in it.
+    """
+    digest = hashlib.sha256()
+    seen: torch.Tensor | None = None
+    count = 0
+    for code_points, raw in iter_code_points(path, encoding):
+        digest.update(raw)
+        uniq = torch.unique(code_points)
+        seen = uniq if seen is None else torch.unique(torch.cat([seen, uniq]))
+        count += len(code_points)
+    if seen is None:
+        raise CharRNNError(f"{path}: the file is empty; pass a file with text in it")
+    text_vocab = Vocab.from_code_points(seen)
+    if vocab is None:
+        vocab = text_vocab
+    else:
+        missing = [c for c in text_vocab.chars if c not in vocab]
+        if missing:
+            raise CharRNNError(
+                f"{path}: has {len(missing)} character(s) the model's vocabulary lacks ({printable(missing[:10])}); "
+                "the vocabulary differs, so this model cannot train on it: start a new run instead"
+            )
+    ids = torch.empty(count, dtype=vocab.id_dtype)
+    at = 0
+    for code_points, _ in iter_code_points(path, encoding):
+        ids[at: at + len(code_points)] = vocab.lookup(code_points).to(vocab.id_dtype)
+        at += len(code_points)
+    return Corpus(name=name or path.stem, path=path, fingerprint=digest.hexdigest(), vocab=vocab, ids=ids)
+
+
+def fingerprint_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StreamBatches:
+    """B parallel contiguous streams of the text, cut into windows of seq_len (char-rnn's layout).
+
+    With the text a b c d e f g h i j k l m n o p q r s t u v w x and B=4, each stream is a row:
+
+        ┌ a b c d e f ┐   window 0 = columns 0..T-1 (inputs), 1..T (targets)
+        │ g h i j k l │   window 1 = the next T columns, so row b of window w+1
+        │ m n o p q r │   continues row b of window w: the hidden state carries
+        └ s t u v w x ┘   across windows (truncated BPTT).
+
+    Window w of epoch e is a pure function of the step, so resuming needs only the step number.
+    Under torchrun each rank takes its own block of rows; together the ranks see exactly the global batch.
+    """
+
+    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, *, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise CharRNNError(f"--batch-size {batch_size} must be divisible by the number of processes ({world_size})")
+        stream_len = len(ids) // batch_size
+        self.windows_per_epoch = (stream_len - 1) // seq_len
+        if self.windows_per_epoch < 1:
+            raise CharRNNError(
+                f"the training text ({len(ids)} characters) is shorter than one window of "
+                f"--batch-size {batch_size} x (--seq-len {seq_len} + 1); lower --batch-size or --seq-len, or use more text"
+            )
+        rows = batch_size // world_size
+        self.streams = ids[: batch_size * stream_len].view(batch_size, stream_len)[rank * rows: (rank + 1) * rows]
+        self.batch_size = rows
+        self.seq_len = seq_len
+
+    def window(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, each (B_local, T) int64, for a global step."""
+        start = (step % self.windows_per_epoch) * self.seq_len
+        chunk = self.streams[:, start: start + self.seq_len + 1].long()
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def starts_epoch(self, step: int) -> bool:
+        return step % self.windows_per_epoch == 0
+
+
+def iter_known_ids(path: Path, vocab: Vocab, *, strict: bool = False,
+                   encoding: str = "utf-8") -> Iterator[tuple[torch.Tensor, int]]:
+    """A file as chunks of ids in `vocab`, with the count of unknown characters skipped in each chunk.
+
+    With strict, an unknown character is an error naming it. An empty file, or one with no known
+    characters, is an error.
+    """
+    any_text = any_known = False
+    for code_points, _ in iter_code_points(path, encoding):
+        any_text = True
+        ids = vocab.lookup(code_points)
+        known = ids >= 0
+        unknown = int((~known).sum())
+        if unknown and strict:
+            missing = sorted({chr(int(c)) for c in code_points[~known].unique().tolist()})
+            raise CharRNNError(f"{path}: {len(missing)} character(s) not in the model's vocabulary "
+                               f"({printable(missing[:10])}); drop --strict to skip them")
+        ids = ids[known].to(vocab.id_dtype)
+        any_known = any_known or len(ids) > 0
+        yield ids, unknown
+    if not any_text:
+        raise CharRNNError(f"{path}: the file is empty; pass a file with text in it")
+    if not any_known:
+        raise CharRNNError(f"{path}: none of its characters are in the model's vocabulary; "
+                           "evaluate text in the alphabet the model was trained on")

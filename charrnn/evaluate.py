@@ -1,0 +1,215 @@
+"""Score text with a model: nats/bits per character over parallel streams, optionally with dynamic evaluation."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pathlib import Path
+
+from torch import Tensor
+
+from charrnn.config import EvalConfig
+from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN, detach_state, from_checkpoint
+from charrnn.vocab import Vocab
+
+LN2 = math.log(2)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    nats_per_char: float
+    chars: int
+    seconds: float
+    unknown_chars: int = 0
+    static_nats_per_char: float | None = None  # with dynamic evaluation: the same text scored without adapting
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / LN2
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_char)
+
+    @property
+    def chars_per_second(self) -> float:
+        return self.chars / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def static_bits_per_char(self) -> float | None:
+        return None if self.static_nats_per_char is None else self.static_nats_per_char / LN2
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def stream_layout(n: int, streams: int, burn_in: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Cut the n-1 (input, target) pairs of a text of n ids into rows scored in parallel.
+
+    Row s scores targets [s·L, (s+1)·L) and first reads up to `burn_in` earlier characters unscored, so its
+    hidden state starts with context instead of zeros; that costs burn_in/L extra compute and recovers most of
+    what splitting loses. Returns (input_index, target_index, scored) of shape (S, burn_in + L); padding (only
+    after the last scored position of a row) points at index 0 and is unscored.
+    """
+    pairs = n - 1
+    rows = max(1, min(streams, pairs // max(1, burn_in)))  # no row shorter than its own burn-in
+    length = math.ceil(pairs / rows)
+    starts = torch.arange(rows).unsqueeze(1) * length  # (S, 1): first target each row scores
+    # Row 0 has nothing before it, so it starts at 0 and simply reads past its scored span.
+    input_index = (starts - burn_in).clamp(min=0) + torch.arange(burn_in + length)  # (S, burn_in + L)
+    scored = (input_index >= starts) & (input_index < starts + length) & (input_index < pairs)
+    input_index = torch.where(input_index < pairs, input_index, torch.zeros_like(input_index))  # tail padding
+    return input_index, input_index + 1, scored
+
+
+@torch.no_grad()
+def losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalConfig(), bf16: bool = False,
+                    on_chars: Callable[[int], None] | None = None) -> Tensor:
+    """Per-character loss in nats (float32, length len(ids) - 1): entry i is the loss on ids[i + 1]."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    input_index, target_index, scored = stream_layout(len(ids), config.streams, config.seq_len)
+    flat = ids.long()
+    inputs, targets = flat[input_index].to(device), flat[target_index].to(device)  # (S, W)
+    out = torch.zeros(scored.shape, dtype=torch.float32, device=device)
+    state = model.initial_state(inputs.shape[0], device)
+    for start in range(0, inputs.shape[1], config.seq_len):
+        x, y = inputs[:, start: start + config.seq_len], targets[:, start: start + config.seq_len]
+        with autocast(device, bf16):
+            logits, state = model(x, state)
+        out[:, start: start + x.shape[1]] = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+        if on_chars:
+            on_chars(int(scored[:, start: start + x.shape[1]].sum()))
+    model.train(was_training)
+    result = torch.zeros(len(ids) - 1)
+    result[(input_index[scored])] = out.cpu()[scored]
+    return result
+
+
+def nats_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalConfig(), bf16: bool = False) -> tuple[float, int]:
+    """(mean loss in nats, characters scored) over a text of ids; used by training for validation."""
+    losses = losses_per_char(model, ids, config=config, bf16=bf16)
+    return float(losses.double().mean()), len(losses)
+
+
+def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
+                            on_chars: Callable[[int], None] | None = None) -> Tensor:
+    """Dynamic evaluation (Krause et al. 2017; Graves 2013 §3.3): score a segment, then adapt to it.
+
+    One stream, in order. Each segment of `dynamic_window` characters is scored with the current weights,
+    and only then do the weights take one SGD step on that segment's loss, decayed towards the trained
+    weights so the model does not drift. Nothing ahead of the position being scored ever touches the
+    weights. Works on a copy: the caller's model is unchanged.
+    """
+    import copy
+
+    device = next(model.parameters()).device
+    adapted = copy.deepcopy(model)
+    adapted.eval()  # no dropout while adapting
+    original = [p.detach().clone() for p in adapted.parameters()]
+    decay = 0.02  # fraction pulled back towards the trained weights per step (Krause et al.'s global prior)
+    flat = ids.long().to(device)
+    losses = torch.zeros(len(ids) - 1)
+    state = adapted.initial_state(1, device)
+    window = config.dynamic_window
+    for start in range(0, len(ids) - 1, window):
+        x = flat[start: start + window].unsqueeze(0)
+        y = flat[start + 1: start + window + 1].unsqueeze(0)
+        x = x[:, : y.shape[1]]
+        logits, state = adapted(x, state)
+        loss = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (1, T)
+        losses[start: start + y.shape[1]] = loss.detach().cpu()[0]
+        adapted.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        with torch.no_grad():
+            for p, p0 in zip(adapted.parameters(), original):
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-config.dynamic_lr)
+                p.add_(p0 - p, alpha=decay)
+        state = detach_state(state)
+        if on_chars:
+            on_chars(y.shape[1])
+    return losses
+
+
+def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, config: EvalConfig, bf16: bool = False,
+                    on_chars: Callable[[int], None] | None = None) -> EvalResult:
+    """Score a text that arrives in chunks of ids (bounded memory); `unknown` counts characters skipped."""
+    start = time.perf_counter()
+    total = total_static = 0.0
+    chars = unknown = 0
+    for ids, skipped in chunks:
+        unknown += skipped
+        if len(ids) < 2:
+            continue
+        if config.dynamic:
+            dyn = dynamic_losses_per_char(model, ids, config=config, on_chars=on_chars)
+            total += float(dyn.double().sum())
+            total_static += float(losses_per_char(model, ids, config=config, bf16=bf16).double().sum())
+            chars += len(dyn)
+        else:
+            losses = losses_per_char(model, ids, config=config, bf16=bf16, on_chars=on_chars)
+            total += float(losses.double().sum())
+            chars += len(losses)
+    seconds = time.perf_counter() - start
+    return EvalResult(
+        nats_per_char=total / chars if chars else float("nan"),
+        chars=chars,
+        seconds=seconds,
+        unknown_chars=unknown,
+        static_nats_per_char=(total_static / chars if chars else None) if config.dynamic else None,
+    )
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What `charrnn eval` scores: a file, or (file None) the validation split of the training corpus."""
+
+    state: dict
+    file: Path | None
+    config: EvalConfig = EvalConfig()
+    device: torch.device = torch.device("cpu")
+    bf16: bool = False
+    encoding: str = "utf-8"
+
+    def source_path(self) -> Path:
+        if self.file is not None:
+            return self.file
+        corpus = self.state.get("corpus") or {}
+        if "path" not in corpus:
+            raise CharRNNError("the checkpoint does not record its training corpus; pass a FILE to evaluate")
+        return Path(corpus["path"])
+
+    def size_hint(self) -> int:
+        path = self.source_path()
+        if self.file is None:
+            return int((self.state["corpus"].get("chars") or 0) * self.state["corpus"].get("val_fraction", 0.05))
+        return path.stat().st_size if path.is_file() else 0
+
+
+def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalResult:
+    model = from_checkpoint(job.state).to(job.device)
+    vocab = Vocab.from_list(job.state["vocab"])
+    path = job.source_path()
+    if job.file is not None:
+        chunks = iter_known_ids(path, vocab, strict=job.config.strict, encoding=job.encoding)
+    else:
+        corpus = job.state["corpus"]
+        if not path.is_file():
+            raise CharRNNError(f"the training corpus {path} no longer exists; pass a FILE to evaluate")
+        if fingerprint_file(path) != corpus["fingerprint"]:
+            raise CharRNNError(f"the training corpus {path} has changed since training (fingerprint differs), "
+                               "so its validation split is not the one held out; pass a FILE to evaluate")
+        _, val_ids = read_corpus(path, vocab=vocab).split(corpus.get("val_fraction", 0.05))
+        chunks = iter([(val_ids, 0)])
+    return evaluate_chunks(model, chunks, config=job.config, bf16=job.bf16, on_chars=on_chars)
