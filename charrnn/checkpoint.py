@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -62,8 +63,13 @@ def load(path: Path) -> dict:
         raise CharRNNError(f"{path}: no such checkpoint; train one with `charrnn train` or check the path")
     if path.is_dir():
         raise CharRNNError(f"{path}: is a directory without {BEST} or {LATEST}; pass a run directory or a .pt file")
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive; a bare pickle is never unpickled
+        raise CharRNNError(f"{path}: not a charrnn checkpoint (not a PyTorch archive); it may be truncated or "
+                           "corrupt, use another checkpoint, e.g. the run's best.pt")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         if "Weights only load failed" in first or "Unsupported" in str(e):

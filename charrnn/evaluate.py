@@ -107,17 +107,20 @@ def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
     """Dynamic evaluation (Krause et al. 2017; Graves 2013 §3.3): score a segment, then adapt to it.
 
     One stream, in order. Each segment of `dynamic_window` characters is scored with the current weights,
-    and only then do the weights take one SGD step on that segment's loss, decayed towards the trained
-    weights so the model does not drift. Nothing ahead of the position being scored ever touches the
-    weights. Works on a copy: the caller's model is unchanged.
+    and only then do the weights take one step on that segment's loss: the gradient divided by its running
+    RMS (Krause et al. normalise by RMS too; here it is estimated online, RMSprop-style), plus a decay
+    towards the trained weights so the model does not drift. Nothing ahead of the position being scored
+    ever touches the weights. Works on a copy: the caller's model is unchanged.
     """
     import copy
 
     device = next(model.parameters()).device
     adapted = copy.deepcopy(model)
     adapted.eval()  # no dropout while adapting
-    original = [p.detach().clone() for p in adapted.parameters()]
-    decay = 0.02  # fraction pulled back towards the trained weights per step (Krause et al.'s global prior)
+    params = list(adapted.parameters())
+    original = [p.detach().clone() for p in params]
+    mean_square: list[Tensor | None] = [None] * len(params)
+    decay, beta, eps = 0.02, 0.99, 1e-8  # decay: fraction pulled back to the trained weights per step
     flat = ids.long().to(device)
     losses = torch.zeros(len(ids) - 1)
     state = adapted.initial_state(1, device)
@@ -130,11 +133,13 @@ def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
         loss = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (1, T)
         losses[start: start + y.shape[1]] = loss.detach().cpu()[0]
         adapted.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        loss.mean().backward()
         with torch.no_grad():
-            for p, p0 in zip(adapted.parameters(), original):
+            for k, (p, p0) in enumerate(zip(params, original)):
                 if p.grad is not None:
-                    p.add_(p.grad, alpha=-config.dynamic_lr)
+                    g2 = p.grad.square()
+                    mean_square[k] = g2 if mean_square[k] is None else mean_square[k].mul_(beta).add_(g2, alpha=1 - beta)
+                    p.addcdiv_(p.grad, mean_square[k].sqrt().add_(eps), value=-config.dynamic_lr)
                 p.add_(p0 - p, alpha=decay)
         state = detach_state(state)
         if on_chars:

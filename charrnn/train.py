@@ -244,6 +244,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     budget_seconds = config.minutes * 60 if config.minutes else None
     bf16 = config.precision is Precision.BF16
     chars_per_step = config.batch_size * config.seq_len
+    diverged_nats = 3 * math.log(model_config.vocab_size) + 1  # uniform guessing scores ln(V); far above it is divergence
     eval_config = EvalConfig(streams=max(1, min(64, config.batch_size)), seq_len=config.seq_len)
 
     def fraction_done(step: int, elapsed: float) -> float:
@@ -318,11 +319,13 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             loss_value = loss.item()
-            if distributed.broadcast_flag(not math.isfinite(loss_value), ctx):
+            if distributed.broadcast_flag(not loss_value <= diverged_nats, ctx):  # NaN fails every comparison
+                kept = (f"the last good checkpoint is {out / checkpoint.LATEST}" if (out / checkpoint.LATEST).exists()
+                        else "no checkpoint was written")
                 raise CharRNNError(
-                    f"training stopped at step {step + 1}: the loss became {loss_value} (diverged; --lr {config.lr} "
-                    f"is likely too high); the last good checkpoint is {out / checkpoint.LATEST} if one was saved; "
-                    "lower --lr and train again")
+                    f"training stopped at step {step + 1}: the loss became {loss_value:.4g} nats/char, worse than "
+                    f"guessing ({math.log(model_config.vocab_size):.2f}): it diverged; {kept}; lower --lr "
+                    f"(now {config.lr:g}) and train again")
             optimizer.step()
             state = detach_state(state)
             step += 1

@@ -1,0 +1,52 @@
+"""The dependency direction of the package, checked by parsing imports."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "charrnn"
+LAYERS = {  # module: the charrnn modules it may import
+    "errors": set(),
+    "config": {"errors"},
+    "vocab": {"errors"},
+    "distributed": set(),
+    "model": {"config", "errors"},
+    "data": {"vocab", "errors"},
+    "checkpoint": {"errors"},
+    "corpora": {"errors"},
+    "evaluate": {"config", "data", "errors", "model", "vocab"},
+    "sampling": {"config", "errors", "model", "vocab"},
+    "train": {"checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "vocab"},
+    "ui": set(),
+}
+
+
+def imports_of(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_modules_import_only_downwards(module):
+    names = imports_of(module)
+    internal = {n.split(".")[1] for n in names if n.startswith("charrnn.")} | {
+        n.split(".")[-1] for n in names if n == "charrnn" or n.startswith("charrnn.") and n.count(".") == 1}
+    internal = {n for n in internal if (PACKAGE / f"{n}.py").exists()} - {module}
+    assert internal <= LAYERS[module], f"{module} imports {internal - LAYERS[module]}"
+
+
+@pytest.mark.parametrize("module", sorted(set(LAYERS) - {"ui"}))
+def test_only_the_cli_and_ui_touch_typer_rich_and_tqdm(module):
+    assert not {n.split(".")[0] for n in imports_of(module)} & {"typer", "rich", "tqdm", "click"}
+
+
+def test_the_package_root_does_not_import_torch():
+    assert "torch" not in imports_of("__init__")

@@ -1,0 +1,120 @@
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN, from_checkpoint
+
+from .conftest import tiny_config
+
+
+def saved_model(path):
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config())
+    checkpoint.save(path, {"model_config": model.config.to_dict(), "vocab": [chr(97 + i) for i in range(29)],
+                           "model": model.state_dict()})
+    return model
+
+
+def test_round_trip_gives_identical_logits(tmp_path):
+    model = saved_model(tmp_path / "m.pt").eval()
+    loaded = from_checkpoint(checkpoint.load(tmp_path / "m.pt")).eval()
+    ids = torch.randint(0, 29, (2, 9))
+    assert torch.equal(model(ids)[0], loaded(ids)[0])
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    saved_model(tmp_path / "m.pt")
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert state["format_version"] == checkpoint.FORMAT_VERSION
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    saved_model(path)
+    before = path.read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CharRNNError, match="no space left.*previous checkpoint is intact"):
+        saved_model(path)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model_config": {}, "vocab": [], "model": {}, "x": Payload(str(marker))}, path)
+    with pytest.raises(CharRNNError, match="refused"):
+        checkpoint.load(path)
+    assert not marker.exists()
+
+
+def test_a_plain_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(Payload(str(marker))))
+    with pytest.raises(CharRNNError):
+        checkpoint.load(path)
+    assert not marker.exists()
+
+
+def test_truncated_checkpoints_give_a_clear_error(tmp_path):
+    path = tmp_path / "m.pt"
+    saved_model(path)
+    data = path.read_bytes()
+    rng = random.Random(0)
+    for cut in sorted(rng.sample(range(1, len(data)), 12)):
+        (tmp_path / "cut.pt").write_bytes(data[:cut])
+        with pytest.raises(CharRNNError, match="cut.pt"):
+            checkpoint.load(tmp_path / "cut.pt")
+
+
+def test_random_bytes_give_a_clear_error(tmp_path):
+    path = tmp_path / "noise.pt"
+    path.write_bytes(os.urandom(5000))
+    with pytest.raises(CharRNNError, match="not a charrnn checkpoint"):
+        checkpoint.load(path)
+
+
+def test_a_newer_format_version_asks_for_an_upgrade(tmp_path):
+    torch.save({"format_version": checkpoint.FORMAT_VERSION + 1}, tmp_path / "new.pt")
+    with pytest.raises(CharRNNError, match="upgrade charrnn"):
+        checkpoint.load(tmp_path / "new.pt")
+
+
+def test_a_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(CharRNNError, match="charrnn train"):
+        checkpoint.load(tmp_path / "nope.pt")
+
+
+def test_a_run_directory_means_its_best_checkpoint(tmp_path):
+    saved_model(tmp_path / "latest.pt")
+    assert checkpoint.resolve(tmp_path) == tmp_path / "latest.pt"
+    saved_model(tmp_path / "best.pt")
+    assert checkpoint.resolve(tmp_path) == tmp_path / "best.pt"
+
+
+def test_a_second_writer_is_refused_by_the_run_lock(tmp_path):
+    with checkpoint.RunLock(tmp_path):
+        with pytest.raises(CharRNNError, match="another charrnn train"):
+            with checkpoint.RunLock(tmp_path):
+                pass
+    with checkpoint.RunLock(tmp_path):  # released on exit
+        pass

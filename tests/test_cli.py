@@ -1,0 +1,174 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn import __version__
+from charrnn.cli import app
+
+from .conftest import TINY_TEXT
+
+TINY_TRAIN = ["--hidden", "16", "--embedding", "8", "--batch-size", "4", "--seq-len", "16", "--steps", "12",
+              "--eval-every", "6", "--val-fraction", "0.1", "--device", "cpu"]
+
+
+def test_version(runner):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"charrnn {__version__}"
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "info", "corpus"])
+def test_every_command_has_help_that_names_its_defaults(runner, command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "Usage" in result.stdout
+    if command == "train":
+        for option in ("--cell", "--layers", "--hidden", "--embedding", "--skip", "--no-skip", "--dropout", "--seq-len",
+                       "--batch-size", "--lr", "--schedule", "--grad-clip", "--steps", "--epochs", "--minutes",
+                       "--val-fraction", "--eval-every", "--out", "--resume", "--device", "--random-seed", "--threads",
+                       "--quiet", "--precision"):
+            assert option in result.stdout, option
+        assert "default: 512" in result.stdout
+
+
+def test_train_end_to_end_writes_checkpoints_that_load_with_weights_only(runner, tiny_corpus):
+    result = runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--out", "run"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # progress and summary go to stderr
+    assert "best validation" in result.stderr
+    for name in ("latest.pt", "best.pt"):
+        state = torch.load(Path("run") / name, weights_only=True)
+        assert state["step"] == 12 and "".join(state["vocab"]) == "".join(sorted(set(TINY_TEXT)))
+
+
+def test_default_run_directory_is_named_after_the_corpus(runner, tiny_corpus):
+    assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--quiet"]).exit_code == 0
+    assert Path("runs/tiny/best.pt").is_file()
+
+
+def test_train_sample_eval_round_trip_without_naming_the_checkpoint(runner, tiny_corpus):
+    assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--quiet"]).exit_code == 0
+    sampled = runner.invoke(app, ["sample", "--seed", "the ", "--length", "30", "--random-seed", "1"])
+    assert sampled.exit_code == 0, sampled.stderr
+    assert sampled.stdout.startswith("the ") and len(sampled.stdout) == len("the ") + 30 + 1
+    evaluated = runner.invoke(app, ["eval", "--json"])
+    assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["chars"] > 0
+
+
+def test_sample_without_any_run_says_to_train_first(runner):
+    result = runner.invoke(app, ["sample"])
+    assert result.exit_code == 1 and "charrnn train" in result.stderr and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sample_options_no_echo_and_several_samples(runner, memorised_run):
+    base = ["sample", "-c", str(memorised_run), "--seed", "the", "--length", "20", "--temperature", "0"]
+    assert runner.invoke(app, base + ["--no-echo"]).stdout == TINY_TEXT[3:23] + "\n"
+    several = runner.invoke(app, base + ["--num-samples", "2"]).stdout
+    assert several.count("--- sample ") == 2 and "\n\n--- sample 2 of 2 ---\nthe" in several
+
+
+def test_sample_out_dir_writes_one_file_per_sample(runner, memorised_run, tmp_path):
+    result = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed", "the", "-n", "10", "--num-samples", "3",
+                                 "--out-dir", str(tmp_path / "s")])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["sample-001.txt", "sample-002.txt", "sample-003.txt"]
+    assert all(len(p.read_text()) == 13 for p in (tmp_path / "s").iterdir())
+
+
+def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
+    (tmp_path / "seed.txt").write_text("the quick")
+    a = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed-file", str(tmp_path / "seed.txt"), "-n", "20", "-t", "0"])
+    b = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed", "the quick", "-n", "20", "-t", "0"])
+    assert a.exit_code == 0 and a.stdout == b.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "-1"], "--temperature"),
+    (["--top-p", "0"], "--top-p"),
+    (["--top-p", "1.5"], "--top-p"),
+    (["--top-k", "0"], "--top-k"),
+    (["--length", "-5"], "--length"),
+    (["--num-samples", "0"], "--num-samples"),
+    (["--seed", "XYZ"], "--drop-unknown"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--temperature", "-2"], "cuda" if not torch.cuda.is_available() else "--temperature"),
+])
+def test_bad_sample_options_get_one_clear_line(runner, memorised_run, args, message):
+    result = runner.invoke(app, ["sample", "-c", str(memorised_run), *args])
+    assert result.exit_code == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden", "0"], "--hidden"),
+    (["--layers", "-1"], "--layers"),
+    (["--steps", "0"], "--steps"),
+    (["--seq-len", "0"], "--seq-len"),
+    (["--batch-size", "-3"], "--batch-size"),
+    (["--lr", "0"], "--lr"),
+    (["--dropout", "1.0"], "--dropout"),
+    (["--embedding", "0"], "--embedding"),
+    (["--val-fraction", "0"], "--val-fraction"),
+    (["--val-fraction", "1"], "--val-fraction"),
+    (["--minutes", "-1"], "--minutes"),
+    (["--threads", "0"], "--threads"),
+    (["--val-fraction", "0.9999"], "--val-fraction"),
+    (["--batch-size", "512", "--seq-len", "512"], "lower --batch-size or --seq-len"),
+])
+def test_bad_train_options_get_one_clear_line(runner, tiny_corpus, args, message):
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--steps", "2", *args])
+    assert result.exit_code == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_cell_is_a_usage_error(runner, tiny_corpus):
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--cell", "transformer"])
+    assert result.exit_code == 2 and "lstm" in result.stderr
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_bytes(b"caf\xe9"), "byte 3"),
+    (lambda p: p.write_bytes(bytes(range(256)) * 10), "not valid utf-8"),
+])
+def test_bad_corpora_get_one_clear_line(runner, tmp_path, make, message):
+    path = tmp_path / "corpus.txt"
+    make(path)
+    result = runner.invoke(app, ["train", str(path) if message != "no such file" else "missing.txt", "--steps", "2"])
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_one_character_corpus_trains(runner, tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("a" * 3000)
+    result = runner.invoke(app, ["train", str(path), *TINY_TRAIN, "--out", "run"])
+    assert result.exit_code == 0, result.stderr
+    assert runner.invoke(app, ["sample", "-c", "run", "--seed", "a", "-n", "5"]).stdout == "aaaaaa\n"
+
+
+def test_resume_with_a_changed_corpus_explains_and_accepts_force(runner, tiny_corpus, tmp_path):
+    assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--out", "run"]).exit_code == 0
+    tiny_corpus.write_text(TINY_TEXT.upper().lower()[::-1])
+    refused = runner.invoke(app, ["train", str(tiny_corpus), "--out", "run", "--resume", "--steps", "14"])
+    assert refused.exit_code == 1 and "--force" in refused.stderr
+    assert runner.invoke(app, ["train", str(tiny_corpus), "--out", "run", "--resume", "--steps", "14", "--force"]).exit_code == 0
+
+
+def test_resume_refuses_a_conflicting_architecture(runner, tiny_corpus):
+    assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--out", "run"]).exit_code == 0
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--out", "run", "--resume", "--hidden", "32"])
+    assert result.exit_code == 1 and "--hidden 32 differs" in result.stderr
+
+
+def test_readme_options_all_exist_in_help(runner):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    helps = {cmd: runner.invoke(app, [*cmd.split(), "--help"], terminal_width=250).stdout
+             for cmd in ("train", "sample", "eval", "info", "corpus list", "corpus build")}
+    for command, options in re.findall(r"charrnn (train|sample|eval|info)\b([^\n`&|]*)", readme):
+        for option in re.findall(r"(--[a-z][a-z0-9-]*)", options):
+            assert option in helps[command], f"README uses {option} with {command}"

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from charrnn import data
+from charrnn.data import StreamBatches, read_corpus
+from charrnn.errors import CharRNNError
+
+
+def test_corpus_is_stored_as_one_byte_per_character_when_the_vocabulary_allows(tiny_corpus):
+    corpus = read_corpus(tiny_corpus)
+    assert corpus.ids.dtype == torch.uint8
+    assert corpus.vocab.decode(corpus.ids.tolist()) == tiny_corpus.read_text()
+
+
+def test_large_vocabularies_use_wider_integers(tmp_path):
+    path = tmp_path / "cjk.txt"
+    path.write_text("".join(chr(0x4E00 + i) for i in range(400)) * 3, encoding="utf-8")
+    corpus = read_corpus(path)
+    assert corpus.ids.dtype == torch.int16
+    assert corpus.vocab.decode(corpus.ids.tolist()) == path.read_text(encoding="utf-8")
+
+
+def test_vocabulary_order_is_stable_by_code_point(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("cab\nbé", encoding="utf-8")
+    assert read_corpus(path).vocab.chars == ["\n", "a", "b", "c", "é"]
+
+
+def test_non_utf8_error_names_the_byte_offset_and_the_way_out(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes(b"hello caf\xe9 world")
+    with pytest.raises(CharRNNError, match=r"byte 9;.*--encoding"):
+        read_corpus(path)
+    assert read_corpus(path, encoding="latin-1").vocab.decode(read_corpus(path, encoding="latin-1").ids.tolist()).endswith("café world")
+
+
+def test_byte_offset_is_right_across_read_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "READ_CHUNK_BYTES", 7)
+    path = tmp_path / "t.txt"
+    path.write_bytes("ééééé".encode() + b"ab\xffcd")  # 10 bytes of é, then the bad byte at 12
+    with pytest.raises(CharRNNError, match="byte 12;"):
+        read_corpus(path)
+
+
+def test_multibyte_characters_split_across_chunks_decode(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "READ_CHUNK_BYTES", 3)
+    path = tmp_path / "t.txt"
+    path.write_text("añb€c😀d" * 5, encoding="utf-8")
+    corpus = read_corpus(path)
+    assert corpus.vocab.decode(corpus.ids.tolist()) == "añb€c😀d" * 5
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"abc\x00\x01\x02def", "binary")])
+def test_empty_and_binary_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    with pytest.raises(CharRNNError, match=message):
+        read_corpus(path)
+
+
+def test_split_is_contiguous_with_validation_at_the_end(tiny_corpus):
+    corpus = read_corpus(tiny_corpus)
+    train, val = corpus.split(0.1)
+    assert torch.equal(torch.cat([train, val]), corpus.ids)
+    assert len(val) == int(len(corpus.ids) * 0.1)
+
+
+def test_a_validation_fraction_that_leaves_no_text_is_refused(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij")
+    with pytest.raises(CharRNNError, match="--val-fraction"):
+        read_corpus(path).split(0.05)
+
+
+def test_each_window_continues_the_previous_one_row_by_row():
+    ids = torch.arange(1000) % 251
+    batches = StreamBatches(ids.to(torch.uint8), batch_size=4, seq_len=10)
+    x0, y0 = batches.window(0)
+    x1, _ = batches.window(1)
+    assert torch.equal(x1[:, 0], y0[:, -1])  # row b of window 1 starts where row b of window 0 ended
+    assert torch.equal(x0[:, 1:], y0[:, :-1])  # targets are inputs shifted by one
+    assert torch.equal(x0[1], ids[250:260])  # rows are contiguous streams: row 1 starts at len/B
+
+
+def test_ranks_share_the_global_batch_exactly():
+    ids = (torch.arange(2000) % 200).to(torch.uint8)
+    whole = StreamBatches(ids, 8, 16).window(3)[0]
+    parts = [StreamBatches(ids, 8, 16, rank=r, world_size=2).window(3)[0] for r in range(2)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_text_shorter_than_one_window_is_refused_with_advice():
+    with pytest.raises(CharRNNError, match="lower --batch-size or --seq-len"):
+        StreamBatches(torch.zeros(100, dtype=torch.uint8), batch_size=64, seq_len=128)

@@ -1,0 +1,119 @@
+import json
+import math
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.cli import app
+from charrnn.config import EvalConfig
+from charrnn.evaluate import EvalResult, dynamic_losses_per_char, losses_per_char, stream_layout
+from charrnn.model import CharRNN, from_checkpoint
+
+from .conftest import TINY_TEXT, tiny_config
+
+
+def test_bits_and_perplexity_follow_from_nats_exactly():
+    result = EvalResult(nats_per_char=1.2345, chars=10, seconds=1.0)
+    assert result.bits_per_char == 1.2345 / math.log(2)
+    assert result.perplexity == math.exp(1.2345)
+
+
+def test_every_target_is_scored_exactly_once_whatever_the_layout():
+    for n, streams, burn_in in [(2, 4, 8), (11, 3, 2), (1000, 7, 30), (999, 64, 256)]:
+        index, _, scored = stream_layout(n, streams, burn_in)
+        assert sorted(index[scored].tolist()) == list(range(n - 1))
+
+
+def test_many_streams_score_close_to_one_stream(memorised_run):
+    model = from_checkpoint(checkpoint.load(memorised_run / "best.pt"))
+    vocab = checkpoint.load(memorised_run / "best.pt")["vocab"]
+    ids = torch.tensor([vocab.index(c) for c in TINY_TEXT])
+    one = losses_per_char(model, ids, config=EvalConfig(streams=1, seq_len=64)).mean()
+    many = losses_per_char(model, ids, config=EvalConfig(streams=16, seq_len=32)).mean()
+    assert abs(float(one) - float(many)) < 0.05
+
+
+def test_one_stream_scores_like_the_plain_forward_pass():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config()).eval()
+    ids = torch.randint(0, 29, (300,))
+    with torch.no_grad():
+        logits, _ = model(ids[None, :-1])
+        reference = torch.nn.functional.cross_entropy(logits[0], ids[1:], reduction="none")
+    assert torch.allclose(losses_per_char(model, ids, config=EvalConfig(streams=1, seq_len=50)), reference, atol=1e-5)
+
+
+def test_a_memorised_training_string_scores_close_to_its_training_loss(memorised_run, runner, tmp_path):
+    path = tmp_path / "same.txt"
+    path.write_text(TINY_TEXT)
+    result = runner.invoke(app, ["eval", str(path), "--checkpoint", str(memorised_run), "--json"])
+    assert result.exit_code == 0, result.stderr
+    train_loss = checkpoint.load(memorised_run / "best.pt")["history"]["train"][-1][1]
+    assert json.loads(result.stdout)["nats_per_char"] == pytest.approx(train_loss, abs=0.1)
+
+
+def test_json_has_exactly_the_documented_keys_and_types(memorised_run, runner):
+    result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--json", "--dynamic"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    types = {"nats_per_char": float, "bits_per_char": float, "perplexity": float, "chars": int, "unknown_chars": int,
+             "chars_per_second": float, "checkpoint": str, "file": str, "static_bits_per_char": float}
+    assert set(report) == set(types)
+    for key, kind in types.items():
+        assert isinstance(report[key], kind), key
+    assert report["chars"] == int(len(TINY_TEXT) * 0.1) - 1  # the validation split, all of it scored
+
+
+def test_unknown_characters_are_counted_and_skipped_or_refused_with_strict(memorised_run, runner, tmp_path):
+    path = tmp_path / "odd.txt"
+    path.write_text("the quick brown FOX jumps over the lazy dog.\n" * 3)
+    result = runner.invoke(app, ["eval", str(path), "--checkpoint", str(memorised_run), "--json"])
+    report = json.loads(result.stdout)
+    assert report["unknown_chars"] == 9 and report["chars"] == len(path.read_text()) - 9 - 1
+    strict = runner.invoke(app, ["eval", str(path), "--checkpoint", str(memorised_run), "--strict"])
+    assert strict.exit_code == 1 and "'F'" in strict.stderr and "--strict" in strict.stderr and strict.stdout == ""
+
+
+@pytest.mark.parametrize("content, message", [("", "empty"), ("ZZZZ", "none of its characters")])
+def test_an_empty_or_unknown_file_is_an_error(memorised_run, runner, tmp_path, content, message):
+    path = tmp_path / "f.txt"
+    path.write_text(content)
+    result = runner.invoke(app, ["eval", str(path), "--checkpoint", str(memorised_run)])
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dynamic_evaluation_never_looks_ahead():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config())
+    ids = torch.randint(0, 29, (400,))
+    changed = ids.clone()
+    changed[250:] = torch.randint(0, 29, (150,))
+    config = EvalConfig(dynamic=True, dynamic_lr=0.05, dynamic_window=16)
+    a = dynamic_losses_per_char(model, ids, config=config)
+    b = dynamic_losses_per_char(model, changed, config=config)
+    assert torch.equal(a[:249], b[:249])  # entry i scores ids[i + 1]: everything before position 250 is unchanged
+    assert not torch.equal(a[249:], b[249:])
+
+
+def test_dynamic_evaluation_improves_on_a_repeated_passage():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(hidden=32)).eval()
+    passage = torch.randint(0, 29, (100,))
+    ids = torch.cat([passage] * 8)
+    static = losses_per_char(model, ids, config=EvalConfig(streams=1))
+    dynamic = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=0.01, dynamic_window=20))
+    last = slice(700, None)  # the final repetition: the adapted model has seen this passage seven times
+    assert dynamic[last].mean() < static[last].mean() - 0.3
+
+
+def test_info_shows_a_trained_checkpoints_numbers(memorised_run, runner):
+    state = checkpoint.load(memorised_run / "best.pt")
+    human = runner.invoke(app, ["info", str(memorised_run)], terminal_width=200)
+    assert human.exit_code == 0 and human.stdout == ""
+    assert f"{state['step']} steps" in human.stderr and "lstm 2 x 64" in human.stderr
+    assert state["corpus"]["fingerprint"][:40] in human.stderr
+    machine = json.loads(runner.invoke(app, ["info", str(memorised_run), "--json"]).stdout)
+    assert machine["steps"] == state["step"] and machine["vocab_size"] == 29
+    assert machine["best_val_bits_per_char"] == pytest.approx(state["best_val_nats"] / math.log(2))
+    assert len(machine["history"]["train"]) == state["step"]

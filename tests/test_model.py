@@ -1,0 +1,101 @@
+import pytest
+import torch
+from torch import nn
+
+from charrnn.config import Cell, ModelConfig
+from charrnn.model import CharRNN, detach_state
+
+from .conftest import tiny_config
+
+GATES = {Cell.LSTM: 4, Cell.GRU: 3, Cell.RNN: 1}
+
+
+def expected_parameters(cell: Cell, vocab: int, embedding: int, hidden: int, layers: int, skip: bool) -> int:
+    """From the architecture: embedding, per-layer input and recurrent weights plus PyTorch's two bias vectors, head."""
+    g = GATES[cell]
+    total = vocab * embedding
+    for n in range(layers):
+        inputs = embedding if n == 0 else (embedding + hidden if skip else hidden)
+        total += g * hidden * (inputs + hidden) + 2 * g * hidden
+    head_in = hidden * layers if skip else hidden
+    return total + head_in * vocab + vocab
+
+
+def test_classic_two_by_1024_skip_lstm_has_13_6_million_parameters():
+    model = CharRNN(ModelConfig(vocab_size=103, embedding=103, hidden=1024, layers=2, skip=True))
+    assert model.parameter_count() == expected_parameters(Cell.LSTM, 103, 103, 1024, 2, True) == 13_664_728
+
+
+def test_classic_configuration_without_skips_has_13_1_million_parameters():
+    model = CharRNN(ModelConfig(vocab_size=103, embedding=103, hidden=1024, layers=2, skip=False))
+    assert model.parameter_count() == expected_parameters(Cell.LSTM, 103, 103, 1024, 2, False) == 13_137_368
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+@pytest.mark.parametrize("skip", [True, False])
+def test_parameter_count_follows_the_architecture_for_every_cell(cell, skip):
+    config = ModelConfig(vocab_size=37, cell=cell, embedding=11, hidden=24, layers=3, skip=skip)
+    assert CharRNN(config).parameter_count() == expected_parameters(cell, 37, 11, 24, 3, skip)
+
+
+def test_every_layer_reads_the_input_and_feeds_the_head_with_skips():
+    model = CharRNN(tiny_config(layers=3))
+    assert [layer.input_size for layer in model.layers] == [8, 8 + 16, 8 + 16]
+    assert model.head.in_features == 3 * 16
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+def test_gradients_reach_every_layer_and_every_skip_path(cell):
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(cell=cell, layers=3))
+    logits, _ = model(torch.randint(0, 29, (2, 12)))
+    logits.sum().backward()
+    H, E = 16, 8
+    for n, layer in enumerate(model.layers):
+        assert layer.weight_hh_l0.grad.abs().sum() > 0, f"layer {n} recurrent weights"
+        assert layer.weight_ih_l0.grad[:, :E].abs().sum() > 0, f"skip path input -> layer {n}"
+        if n > 0:
+            assert layer.weight_ih_l0.grad[:, E:].abs().sum() > 0, f"layer {n - 1} -> layer {n}"
+        assert model.head.weight.grad[:, n * H:(n + 1) * H].abs().sum() > 0, f"skip path layer {n} -> output"
+    assert model.embed.weight.grad.abs().sum() > 0
+
+
+def test_state_carries_across_windows_like_one_long_window():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config()).eval()
+    ids = torch.randint(0, 29, (3, 20))
+    whole, _ = model(ids)
+    first, state = model(ids[:, :7])
+    second, _ = model(ids[:, 7:], detach_state(state))
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-6)
+
+
+def naive_lstm_forward(model: CharRNN, ids: torch.Tensor) -> torch.Tensor:
+    """Oracle: the same weights run step by step through nn.LSTMCell, with the skips written out by hand."""
+    cells = []
+    for layer in model.layers:
+        cell = nn.LSTMCell(layer.input_size, layer.hidden_size)
+        cell.load_state_dict({"weight_ih": layer.weight_ih_l0, "weight_hh": layer.weight_hh_l0,
+                              "bias_ih": layer.bias_ih_l0, "bias_hh": layer.bias_hh_l0})
+        cells.append(cell)
+    B, T = ids.shape
+    state = [(torch.zeros(B, 16), torch.zeros(B, 16)) for _ in cells]
+    out = []
+    for t in range(T):
+        x = model.embed(ids[:, t])
+        below, tops = None, []
+        for n, cell in enumerate(cells):
+            inp = x if below is None else torch.cat([x, below], 1)
+            state[n] = cell(inp, state[n])
+            below = state[n][0]
+            tops.append(below)
+        out.append(model.head(torch.cat(tops, 1)))
+    return torch.stack(out, 1)
+
+
+def test_fused_forward_matches_a_naive_step_by_step_lstm():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config()).eval()
+    ids = torch.randint(0, 29, (2, 15))
+    with torch.no_grad():
+        assert torch.allclose(model(ids)[0], naive_lstm_forward(model, ids), atol=1e-5)

@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.config import Cell, SampleConfig
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+from charrnn.sampling import FastStepper, choose_next, generate, load_for_sampling, prepare_seed
+
+from .conftest import TINY_TEXT, tiny_config
+
+
+@pytest.fixture
+def memorised(memorised_run):
+    return load_for_sampling(checkpoint.load(memorised_run / "best.pt"), torch.device("cpu"))
+
+
+def text(model, vocab, seed, random_seed=0, **options):
+    config = SampleConfig(**{"length": 60, **options})
+    gen = torch.Generator().manual_seed(random_seed)
+    return "".join(chars[0] for chars in generate(model, vocab, seed, config, gen))
+
+
+def test_the_same_random_seed_gives_the_same_text(memorised):
+    torch.manual_seed(0)
+    untrained = (CharRNN(tiny_config()).eval(), memorised[1])  # uncertain, so the random seed matters
+    assert text(*untrained, "the", temperature=1.0) == text(*untrained, "the", temperature=1.0)
+    assert text(*untrained, "the", temperature=1.0) != text(*untrained, "the", temperature=1.0, random_seed=1)
+
+
+def greedy_reference(model, vocab, seed, length):
+    """Oracle: re-run the full forward over everything so far and take the argmax, one character at a time."""
+    ids = vocab.encode(seed)
+    for _ in range(length):
+        logits, _ = model(torch.tensor([ids]))
+        ids.append(int(logits[0, -1].argmax()))
+    return vocab.decode(ids[len(seed):])
+
+
+def test_temperature_zero_is_deterministic_argmax_decoding(memorised):
+    model, vocab = memorised
+    greedy = text(model, vocab, "quick", temperature=0, length=40)
+    assert greedy == text(model, vocab, "quick", temperature=0, length=40, random_seed=99)
+    with torch.no_grad():
+        assert greedy == greedy_reference(model, vocab, "quick", 40)
+
+
+def test_top_k_one_equals_greedy(memorised):
+    assert text(*memorised, "lazy", temperature=1.0, top_k=1) == text(*memorised, "lazy", temperature=0)
+
+
+def test_a_memorised_string_is_reproduced_from_its_first_characters(memorised):
+    assert text(*memorised, "the qu", temperature=0, length=100) == TINY_TEXT[6:106]
+
+
+def test_stop_ends_the_sample_at_the_string(memorised):
+    out = text(*memorised, "the", temperature=0, length=500, stop=("dog.",))
+    assert out.endswith("dog.") and out.count("dog.") == 1
+
+
+def test_unknown_seed_characters_are_named_or_dropped(memorised):
+    _, vocab = memorised
+    with pytest.raises(CharRNNError, match="'Z'.*--drop-unknown"):
+        prepare_seed(vocab, "the Zebra", drop_unknown=False)
+    assert prepare_seed(vocab, "the Zebra", drop_unknown=True) == "the ebra"
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    gen = torch.Generator().manual_seed(0)
+    draws = {int(choose_next(logits, gen, 1.0, top_p=0.75)) for _ in range(300)}
+    assert draws == {0, 1}
+
+
+def test_top_k_keeps_only_the_k_most_likely():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    gen = torch.Generator().manual_seed(0)
+    assert {int(choose_next(logits, gen, 2.0, top_k=2)) for _ in range(300)} == {1, 3}
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+@pytest.mark.parametrize("skip", [True, False])
+def test_fast_sampler_matches_training_forward(cell, skip):
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(cell=cell, skip=skip, layers=3)).eval()
+    ids = torch.randint(0, 29, (3, 12))
+    with torch.no_grad():
+        full, _ = model(ids)
+    stepper = FastStepper(model)
+    state = stepper.initial_state(model.initial_state(3))
+    steps = []
+    for t in range(12):
+        logits, state = stepper.step(ids[:, t], state)
+        steps.append(logits)
+    assert torch.allclose(torch.stack(steps, 1).softmax(-1), full.softmax(-1), atol=1e-5)
+
+
+def test_several_samples_are_generated_together_and_differ(memorised):
+    model, vocab = memorised
+    config = SampleConfig(length=50, temperature=2.0, num_samples=3)
+    steps = list(generate(model, vocab, "the", config, torch.Generator().manual_seed(0)))
+    samples = ["".join(s[k] for s in steps) for k in range(3)]
+    assert len(set(samples)) == 3 and all(len(s) == 50 for s in samples)

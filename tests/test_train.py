@@ -1,0 +1,137 @@
+import math
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.config import Schedule, TrainConfig
+from charrnn.errors import CharRNNError
+from charrnn.train import lr_at, run
+
+from .conftest import tiny_job
+
+
+def weights(run_dir):
+    return checkpoint.load(run_dir / "latest.pt")["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_tiny_model_memorises_a_repeated_string(memorised_run):
+    state = checkpoint.load(memorised_run / "latest.pt")
+    last_losses = [loss for _, loss in state["history"]["train"][-20:]]
+    assert sum(last_losses) / len(last_losses) < 0.1  # nats/char; an untrained model starts near ln(29) = 3.4
+    assert state["history"]["val"][-1][1] < 0.1
+
+
+def test_resuming_continues_the_run_exactly(tiny_corpus, tmp_path):
+    config = {"schedule": Schedule.CONSTANT}
+    job = tiny_job(tiny_corpus, tmp_path / "once", steps=20, **config)
+    run(job)
+    split = tiny_job(tiny_corpus, tmp_path / "twice", steps=10, **config)
+    run(split)
+    run(replace(split, train=replace(split.train, steps=20), resume=True, explicit=frozenset({"steps"})))
+    assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))
+
+
+def test_resuming_with_dropout_restores_the_random_state(tiny_corpus, tmp_path):
+    from charrnn.train import ModelOptions
+
+    jobs = [replace(tiny_job(tiny_corpus, tmp_path / name, steps=s, schedule=Schedule.CONSTANT),
+                    model=ModelOptions(hidden=16, embedding=8, dropout=0.3)) for name, s in (("a", 16), ("b", 8))]
+    run(jobs[0])
+    run(jobs[1])
+    run(replace(jobs[1], train=replace(jobs[1].train, steps=16), resume=True, explicit=frozenset({"steps"})))
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def test_an_interrupted_run_resumed_with_the_same_budget_matches_an_uninterrupted_one(tiny_corpus, tmp_path):
+    run(tiny_job(tiny_corpus, tmp_path / "whole", steps=20))
+
+    def interrupt_at_step_7(progress):
+        if progress.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; the loop saves and stops at the step boundary
+
+    job = tiny_job(tiny_corpus, tmp_path / "cut", steps=20)
+    result = run(job, on_progress=interrupt_at_step_7)
+    assert result.interrupted and result.steps == 7
+    assert checkpoint.load(tmp_path / "cut" / "latest.pt")["step"] == 7
+    run(replace(job, resume=True))
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
+
+
+def test_the_same_random_seed_gives_the_same_run(tiny_corpus, tmp_path):
+    run(tiny_job(tiny_corpus, tmp_path / "a", steps=6))
+    run(tiny_job(tiny_corpus, tmp_path / "b", steps=6))
+    run(tiny_job(tiny_corpus, tmp_path / "c", steps=6, random_seed=1))
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert not torch.equal(weights(tmp_path / "a")["head.weight"], weights(tmp_path / "c")["head.weight"])
+
+
+def test_checkpoint_records_what_the_issue_lists(tiny_corpus, tmp_path):
+    run(tiny_job(tiny_corpus, tmp_path / "r", steps=10))
+    state = torch.load(tmp_path / "r" / "best.pt", weights_only=True)
+    for key in ("format_version", "model_config", "train_config", "vocab", "model", "optimizer", "step", "epoch",
+                "rng", "history", "corpus", "hidden"):
+        assert key in state, key
+    assert state["corpus"]["path"] == str(tiny_corpus.resolve())
+    assert len(state["corpus"]["fingerprint"]) == 64
+    assert state["step"] == 10 and state["history"]["val"][-1][0] == 10
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
+    job = tiny_job(tiny_corpus, tmp_path / "r", steps=10, eval_every=5)
+    run(job)
+    good = checkpoint.load(tmp_path / "r" / "latest.pt")["model"]
+    nan_job = replace(job, train=replace(job.train, steps=40, lr=1e6, grad_clip=0.0), resume=True,
+                      explicit=frozenset({"steps", "lr", "grad_clip"}))
+    with pytest.raises(CharRNNError, match="diverged"):
+        run(nan_job)
+    after = checkpoint.load(tmp_path / "r" / "latest.pt")
+    for value in after["model"].values():
+        assert torch.isfinite(value).all()
+    assert after["step"] >= 10
+    assert good.keys() == after["model"].keys()
+
+
+def test_warm_up_then_cosine_decay_to_the_final_fraction():
+    config = TrainConfig(lr=1.0, warmup_steps=10, final_lr_fraction=0.05)
+    assert lr_at(0, config, 0.0) == pytest.approx(0.1)
+    assert lr_at(10, config, 0.0) == pytest.approx(1.0)
+    assert lr_at(50, config, 0.5) == pytest.approx(0.525)
+    assert lr_at(99, config, 1.0) == pytest.approx(0.05)
+    assert lr_at(99, replace(config, schedule=Schedule.CONSTANT), 1.0) == 1.0
+
+
+def test_a_new_run_refuses_to_overwrite_an_existing_one(tiny_corpus, tmp_path):
+    run(tiny_job(tiny_corpus, tmp_path / "r", steps=2))
+    with pytest.raises(CharRNNError, match="--resume"):
+        run(tiny_job(tiny_corpus, tmp_path / "r", steps=2))
+
+
+def test_resume_refuses_a_different_corpus_unless_forced(tiny_corpus, tmp_path):
+    job = tiny_job(tiny_corpus, tmp_path / "r", steps=4)
+    run(job)
+    other = tmp_path / "other.txt"
+    other.write_text(tiny_corpus.read_text()[::-1])
+    moved = replace(job, corpus_path=other, resume=True, train=replace(job.train, steps=6), explicit=frozenset({"steps"}))
+    with pytest.raises(CharRNNError, match="--force"):
+        run(moved)
+    assert run(replace(moved, force=True)).steps == 6
+    alien = tmp_path / "alien.txt"
+    alien.write_text("ZZZZ QQQQ " * 200)
+    with pytest.raises(CharRNNError, match="vocabulary differs"):
+        run(replace(moved, corpus_path=alien, force=True))
+
+
+def test_epochs_budget_counts_passes_over_the_text(tiny_corpus, tmp_path):
+    result = run(tiny_job(tiny_corpus, tmp_path / "r", steps=None, epochs=2))
+    windows = (int(1800 * 0.9) // 4 - 1) // 16
+    assert result.steps == math.ceil(2 * windows)
