@@ -145,6 +145,8 @@ def train(
             result = training.run(job, on_progress=progress, log=(lambda s: None) if quiet else ui.message)
         finally:
             progress.close()
+        if not result.main_process:
+            return
         best = f"{result.best_val_bits:.3f}" if result.best_val_bits is not None else "n/a"
         ui.message(f"{'interrupted at' if result.interrupted else 'trained'} step {result.steps} "
                    f"in {result.seconds / 60:.1f} min; best validation {best} bits/char; checkpoints in {result.run_dir}/")

@@ -78,6 +78,7 @@ class TrainResult:
     parameters: int
     interrupted: bool = False
     history: dict = field(default_factory=dict)
+    main_process: bool = True  # under torchrun, only rank 0 reports
 
 
 def pick_device(name: str) -> torch.device:
@@ -177,13 +178,14 @@ def _run(job: TrainJob, device: torch.device, ctx: distributed.Context,
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    out = _resolve_out(job, ctx)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = checkpoint.RunLock(out) if ctx.is_main else None
+    job.out.mkdir(parents=True, exist_ok=True)
+    lock = checkpoint.RunLock(job.out) if ctx.is_main else None  # first: a concurrent run is told so, whatever else
     if lock:
         lock.__enter__()
     try:
-        checkpoint.remove_stray_temporaries(out) if ctx.is_main else None
+        out = _resolve_out(job, ctx)
+        if ctx.is_main:
+            checkpoint.remove_stray_temporaries(out)
         return _train(job, out, device, ctx, on_progress, log)
     finally:
         if lock:
@@ -229,7 +231,8 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
         rows = slice(ctx.rank * batches.batch_size, (ctx.rank + 1) * batches.batch_size)
         if resumed.get("hidden") and resumed["hidden"][0][0].shape[1] == config.batch_size:
             state = [tuple(t[:, rows].to(device) for t in layer) for layer in resumed["hidden"]]
-        log(f"resuming {out} at step {step}")
+        if ctx.is_main:
+            log(f"resuming {out} at step {step}")
     for group in optimizer.param_groups:
         group["lr"] = config.lr
 
@@ -350,4 +353,5 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
             save(step, elapsed_before + time.perf_counter() - start_time, None)
     return TrainResult(run_dir=out, steps=step, seconds=elapsed_before + time.perf_counter() - start_time,
                        best_val_bits=best_val / LN2 if math.isfinite(best_val) else None, last_val_bits=last_val_bits,
-                       parameters=model.parameter_count(), interrupted=interrupted, history=history)
+                       parameters=model.parameter_count(), interrupted=interrupted, history=history,
+                       main_process=ctx.is_main)

@@ -135,3 +135,35 @@ def test_epochs_budget_counts_passes_over_the_text(tiny_corpus, tmp_path):
     result = run(tiny_job(tiny_corpus, tmp_path / "r", steps=None, epochs=2))
     windows = (int(1800 * 0.9) // 4 - 1) // 16
     assert result.steps == math.ceil(2 * windows)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message(tiny_corpus, tmp_path, monkeypatch):
+    import charrnn.train as training
+
+    real = training.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 4 else loss
+
+    monkeypatch.setattr(training.F, "cross_entropy", poisoned)
+    with pytest.raises(CharRNNError, match="nan nats/char.*diverged.*lower --lr"):
+        run(tiny_job(tiny_corpus, tmp_path / "r", steps=10))
+
+
+def test_a_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    job = tiny_job(tiny_corpus, tmp_path / "r", steps=10, eval_every=5)
+    run(job)
+    before = (tmp_path / "r" / "latest.pt").read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CharRNNError, match="no space left on the device.*previous checkpoint is intact"):
+        run(replace(job, train=replace(job.train, steps=20), resume=True, explicit=frozenset({"steps"})))
+    assert (tmp_path / "r" / "latest.pt").read_bytes() == before
+    assert not list((tmp_path / "r").glob("*.tmp"))
