@@ -48,10 +48,10 @@ class ModelConfig:
     vocab_size: int
     cell: Cell = Cell.LSTM
     layers: int = 2
-    hidden: int = 512
+    hidden: int = 256
     embedding: int = 64
     skip: bool = True
-    dropout: float = 0.1
+    dropout: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "cell", Cell(self.cell))
@@ -72,9 +72,9 @@ class ModelConfig:
 class TrainConfig:
     """How to train: batches, optimiser, schedule, budget, validation cadence."""
 
-    seq_len: int = 128
-    batch_size: int = 64
-    lr: float = 2e-3
+    seq_len: int = 64
+    batch_size: int = 32
+    lr: float = 3e-3
     schedule: Schedule = Schedule.COSINE
     warmup_steps: int = 50
     final_lr_fraction: float = 0.05
@@ -145,7 +145,7 @@ class EvalConfig:
     seq_len: int = 256
     strict: bool = False
     dynamic: bool = False
-    dynamic_lr: float = 1e-4
+    dynamic_lr: float = 1e-3
     dynamic_window: int = 64
 
     def __post_init__(self):

@@ -29,10 +29,10 @@ class ModelOptions:
 
     cell: Cell = Cell.LSTM
     layers: int = 2
-    hidden: int = 512
+    hidden: int = 256
     embedding: int | None = None  # None: the vocabulary size (one-hot equivalent), at most 256
     skip: bool = True
-    dropout: float = 0.1
+    dropout: float = 0.0
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
         embedding = self.embedding or min(vocab_size, 256)
