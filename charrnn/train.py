@@ -207,7 +207,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     else:
         corpus = read_corpus(job.corpus_path, name=job.corpus_name, encoding=job.encoding)
         model_config, config = job.model.for_vocab(len(corpus.vocab)), job.train
-    if not {"steps", "epochs", "minutes"} & {k for k in ("steps", "epochs", "minutes") if getattr(config, k)}:
+    if not (config.steps or config.epochs or config.minutes):
         config = replace(config, minutes=DEFAULT_MINUTES)
 
     torch.manual_seed(config.random_seed)
