@@ -39,6 +39,8 @@ MODELS = {  # name: (cell, hidden, layers, skip, batch_size, seq_len)
     "gru-2x1024": ("gru", 1024, 2, True, 32, 128),
     "plain-2x512": ("plain", 512, 2, False, 64, 128),
     "plain-2x1024": ("plain", 1024, 2, False, 32, 128),
+    "plain-gru-2x512": ("plain-gru", 512, 2, False, 64, 128),
+    "plain-gru-2x1024": ("plain-gru", 1024, 2, False, 32, 128),
 }
 
 
@@ -83,12 +85,12 @@ def machine_limits(quick: bool) -> dict:
 
 
 class Plain(nn.Module):
-    """The straightforward PyTorch char model: embedding → one multi-layer nn.LSTM → linear."""
+    """The straightforward PyTorch char model: embedding → one multi-layer nn.LSTM (or nn.GRU) → linear."""
 
-    def __init__(self, hidden: int, layers: int):
+    def __init__(self, hidden: int, layers: int, cell: str = "lstm"):
         super().__init__()
         self.embed = nn.Embedding(VOCAB, VOCAB)
-        self.rnn = nn.LSTM(VOCAB, hidden, layers, batch_first=True)
+        self.rnn = (nn.GRU if cell == "gru" else nn.LSTM)(VOCAB, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, VOCAB)
 
     def forward(self, ids, state=None):
@@ -114,33 +116,37 @@ def synthetic_corpus(chars: int) -> Path:
     return path
 
 
+def per_step_speed(stamps: list[float], chars_per_step: int, warmup: int) -> float:
+    """chars/s from the median time between consecutive steps after warm-up: one slow step (a page fault,
+    another process) moves a mean but not a median."""
+    gaps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+    return chars_per_step / statistics.median(gaps)
+
+
 def train_ours(cell: str, hidden: int, layers: int, skip: bool, batch: int, seq: int, steps: int, warmup: int,
                precision: str) -> tuple[float, nn.Module]:
     from charrnn.config import Cell, TrainConfig
     from charrnn.train import ModelOptions, TrainJob, run
 
     corpus = synthetic_corpus(batch * seq * (steps + warmup + 2) + 10_000)
-    stamps = {}
-
-    def on_progress(p):
-        stamps[p.step] = time.perf_counter()
-
+    stamps: list[float] = []
     out = Path(tempfile.mkdtemp()) / "run"
     job = TrainJob(corpus_path=corpus, corpus_name="synthetic", out=out, device="cpu",
                    model=ModelOptions(cell=Cell(cell), hidden=hidden, layers=layers, skip=skip, embedding=VOCAB),
-                   train=TrainConfig(batch_size=batch, seq_len=seq, steps=warmup + steps, eval_every=10 ** 9,
+                   train=TrainConfig(batch_size=batch, seq_len=seq, steps=warmup + steps + 1, eval_every=10 ** 9,
                                      val_fraction=0.002, precision=precision))
-    run(job, on_progress=on_progress)
-    seconds = stamps[warmup + steps - 1] - stamps[warmup - 1]  # steps warmup..end-1, excluding the final save
+    run(job, on_progress=lambda p: stamps.append(time.perf_counter()))
     from charrnn import checkpoint
     from charrnn.model import from_checkpoint
 
     model = from_checkpoint(checkpoint.load(out / "latest.pt"))
-    return batch * seq * (steps - 1) / seconds, model
+    # stamps[k] follows step k+1; the last step also validates and saves, so it is left out.
+    return per_step_speed(stamps[:-1], batch * seq, warmup), model
 
 
-def train_plain(hidden: int, layers: int, batch: int, seq: int, steps: int, warmup: int, precision: str) -> tuple[float, nn.Module]:
-    model = Plain(hidden, layers)
+def train_plain(cell: str, hidden: int, layers: int, batch: int, seq: int, steps: int, warmup: int,
+                precision: str) -> tuple[float, nn.Module]:
+    model = Plain(hidden, layers, cell)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     ids = torch.randint(0, VOCAB, (batch, seq + 1))
     state = None
@@ -155,14 +161,13 @@ def train_plain(hidden: int, layers: int, batch: int, seq: int, steps: int, warm
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        state = tuple(s.detach() for s in state)
+        state = state.detach() if cell == "gru" else tuple(s.detach() for s in state)
 
-    for _ in range(warmup):
+    stamps = []
+    for _ in range(warmup + steps):
         step()
-    t = time.perf_counter()
-    for _ in range(steps - 1):
-        step()
-    return batch * seq * (steps - 1) / (time.perf_counter() - t), model
+        stamps.append(time.perf_counter())
+    return per_step_speed(stamps, batch * seq, warmup), model
 
 
 def eval_speed(model: nn.Module, plain: bool, chars: int) -> float:
@@ -214,10 +219,11 @@ def sample_speed(model: nn.Module, plain: bool, batch: int, length: int) -> floa
 def worker(name: str, quick: bool, precision: str, limits: dict) -> dict:
     cell, hidden, layers, skip, batch, seq = MODELS[name]
     big = hidden >= 1024
-    steps = (6 if big else 10) if quick else (15 if big else 30)
-    plain = cell == "plain"
+    steps = {256: (40, 100), 512: (10, 30), 1024: (6, 15)}[hidden][0 if quick else 1]
+    plain = cell.startswith("plain")
     if plain:
-        train_cps, model = train_plain(hidden, layers, batch, seq, steps, 3, precision)
+        train_cps, model = train_plain("gru" if cell == "plain-gru" else "lstm", hidden, layers, batch, seq, steps, 3,
+                                       precision)
     else:
         train_cps, model = train_ours(cell, hidden, layers, skip, batch, seq, steps, 3, precision)
     model.eval()
@@ -257,7 +263,8 @@ def table(limits: dict, rows: list[dict]) -> str:
                      f"{r['sample_b1_chars_per_s']:>8,.0f}{r['sample_b1_fraction_of_bound']:>9.0%}"
                      f"{r['sample_b32_chars_per_s']:>9,.0f}{r['peak_rss_mb']:>8,.0f}")
     by = {(r["model"], r["precision"]): r for r in rows}
-    for ours, plain in (("2x512", "plain-2x512"), ("2x1024", "plain-2x1024")):
+    for ours, plain in (("2x512", "plain-2x512"), ("2x1024", "plain-2x1024"), ("gru-2x512", "plain-gru-2x512"),
+                        ("gru-2x1024", "plain-gru-2x1024")):
         if (ours, "fp32") in by and (plain, "fp32") in by:
             a, b = by[(ours, "fp32")], by[(plain, "fp32")]
             lines.append(f"ours/plain {ours}: training {a['train_fraction_of_limit'] / b['train_fraction_of_limit']:.2f}x "
@@ -280,7 +287,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and the default model family only")
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
-    parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast training for the LSTM models")
+    parser.add_argument("--bf16", action="store_true", help="also measure every model with bf16 autocast")
     parser.add_argument("--json", type=Path, default=Path("bench/out/results.json"), help="where to write the results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,10 +296,10 @@ def main() -> None:
         print(json.dumps(worker(spec["model"], spec["quick"], spec["precision"], spec["limits"])))
         return
     names = args.models.split(",") if args.models else (
-        ["default", "2x512", "plain-2x512"] if args.quick else list(MODELS))
+        ["default", "2x512", "plain-2x512", "gru-2x512", "plain-gru-2x512"] if args.quick else list(MODELS))
     limits = machine_limits(args.quick)
     rows = []
-    jobs = [(n, "fp32") for n in names] + ([(n, "bf16") for n in names if MODELS[n][0] == "lstm"] if args.bf16 else [])
+    jobs = [(n, "fp32") for n in names] + ([(n, "bf16") for n in names] if args.bf16 else [])
     for name, precision in jobs:
         print(f"measuring {name} ({precision}) ...", file=sys.stderr, flush=True)
         spec = json.dumps({"model": name, "quick": args.quick, "precision": precision, "limits": limits})
