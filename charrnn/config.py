@@ -142,12 +142,13 @@ class EvalConfig:
     """How to score text: parallel streams for speed, optional dynamic evaluation (Krause et al. 2017)."""
 
     streams: int = 64
-    seq_len: int = 256
+    burn_in: int = 256  # characters a stream reads, unscored, before its first scored one
+    window: int = 32    # characters per forward call: 64 streams x 32 keep activations in cache (1.3x vs 256)
     strict: bool = False
     dynamic: bool = False
     dynamic_lr: float = 1e-3
     dynamic_window: int = 64
 
     def __post_init__(self):
-        for name in ("streams", "seq_len", "dynamic_lr", "dynamic_window"):
+        for name in ("streams", "burn_in", "window", "dynamic_lr", "dynamic_window"):
             _positive(name, getattr(self, name))

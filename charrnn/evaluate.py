@@ -78,16 +78,17 @@ def losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalCon
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    input_index, target_index, scored = stream_layout(len(ids), config.streams, config.seq_len)
+    input_index, target_index, scored = stream_layout(len(ids), config.streams, config.burn_in)
     flat = ids.long()
     inputs, targets = flat[input_index].to(device), flat[target_index].to(device)  # (S, W)
     out = torch.zeros(scored.shape, dtype=torch.float32, device=device)
     state = model.initial_state(inputs.shape[0], device)
-    for start in range(0, inputs.shape[1], config.seq_len):
-        x, y = inputs[:, start: start + config.seq_len], targets[:, start: start + config.seq_len]
+    for start in range(0, inputs.shape[1], config.window):
+        x, y = inputs[:, start: start + config.window], targets[:, start: start + config.window]
         with autocast(device, bf16):
             logits, state = model(x, state)
-        out[:, start: start + x.shape[1]] = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+        losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+        out[:, start: start + x.shape[1]] = losses.view(y.shape)
         if on_chars:
             on_chars(int(scored[:, start: start + x.shape[1]].sum()))
     model.train(was_training)

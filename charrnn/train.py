@@ -248,7 +248,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     bf16 = config.precision is Precision.BF16
     chars_per_step = config.batch_size * config.seq_len
     diverged_nats = 3 * math.log(model_config.vocab_size) + 1  # uniform guessing scores ln(V); far above it is divergence
-    eval_config = EvalConfig(streams=max(1, min(64, config.batch_size)), seq_len=config.seq_len)
+    eval_config = EvalConfig(streams=max(1, min(64, config.batch_size)), burn_in=config.seq_len)
 
     def fraction_done(step: int, elapsed: float) -> float:
         parts = []

@@ -29,8 +29,8 @@ def test_many_streams_score_close_to_one_stream(memorised_run):
     model = from_checkpoint(checkpoint.load(memorised_run / "best.pt"))
     vocab = checkpoint.load(memorised_run / "best.pt")["vocab"]
     ids = torch.tensor([vocab.index(c) for c in TINY_TEXT])
-    one = losses_per_char(model, ids, config=EvalConfig(streams=1, seq_len=64)).mean()
-    many = losses_per_char(model, ids, config=EvalConfig(streams=16, seq_len=32)).mean()
+    one = losses_per_char(model, ids, config=EvalConfig(streams=1, burn_in=64)).mean()
+    many = losses_per_char(model, ids, config=EvalConfig(streams=16, burn_in=32, window=7)).mean()
     assert abs(float(one) - float(many)) < 0.05
 
 
@@ -41,7 +41,7 @@ def test_one_stream_scores_like_the_plain_forward_pass():
     with torch.no_grad():
         logits, _ = model(ids[None, :-1])
         reference = torch.nn.functional.cross_entropy(logits[0], ids[1:], reduction="none")
-    assert torch.allclose(losses_per_char(model, ids, config=EvalConfig(streams=1, seq_len=50)), reference, atol=1e-5)
+    assert torch.allclose(losses_per_char(model, ids, config=EvalConfig(streams=1, window=50)), reference, atol=1e-5)
 
 
 def test_a_memorised_training_string_scores_close_to_its_training_loss(memorised_run, runner, tmp_path):
