@@ -97,6 +97,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where torch has one for the device (5x faster than foreach on the CPU)."""
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
+        except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
+            pass
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+
+
 def lr_at(step: int, config: TrainConfig, fraction_done: float) -> float:
     """Linear warm-up, then (cosine) decay to final_lr_fraction × lr as the budget runs out."""
     if step < config.warmup_steps:
@@ -215,14 +225,16 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     train_ids, val_ids = corpus.split(config.val_fraction)
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
     val_ids = val_ids[: config.val_max_chars]
-    fused = device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), fused=fused or None)
+    optimizer = _adam(model, config.lr, device)
     step, elapsed_before, best_val = 0, 0.0, math.inf
     history: dict = {"train": [], "val": []}
     state: State = model.initial_state(batches.batch_size, device)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
+        fused = optimizer.param_groups[0].get("fused")
         optimizer.load_state_dict(resumed["optimizer"])
+        for group in optimizer.param_groups:  # the saved flag names the device it was saved on, not this one
+            group["fused"] = fused
         step = int(resumed["step"])
         elapsed_before = float(resumed.get("elapsed_seconds", 0.0))
         best_val = float(resumed.get("best_val_nats", math.inf))
