@@ -16,6 +16,7 @@ class Cell(str, enum.Enum):
 
 
 class Precision(str, enum.Enum):
+    AUTO = "auto"  # bf16 where the hardware computes it natively, else fp32 (see evaluate.uses_bf16)
     FP32 = "fp32"
     BF16 = "bf16"
 
@@ -86,7 +87,7 @@ class TrainConfig:
     val_max_chars: int = 500_000
     eval_every: int = 100
     random_seed: int = 0
-    precision: Precision = Precision.FP32
+    precision: Precision = Precision.AUTO
 
     def __post_init__(self):
         object.__setattr__(self, "schedule", Schedule(self.schedule))

@@ -16,7 +16,7 @@ from charrnn import checkpoint, distributed
 from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig
 from charrnn.data import Corpus, StreamBatches, read_corpus
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import EvalConfig, autocast, losses_per_char
+from charrnn.evaluate import EvalConfig, autocast, losses_per_char, uses_bf16
 from charrnn.model import CharRNN, State, detach_state
 
 LN2 = math.log(2)
@@ -257,7 +257,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
         epoch_steps = math.ceil(config.epochs * batches.windows_per_epoch)
         total_steps = min(total_steps, epoch_steps) if total_steps else epoch_steps
     budget_seconds = config.minutes * 60 if config.minutes else None
-    bf16 = config.precision is Precision.BF16
+    bf16 = uses_bf16(config.precision, device)
     chars_per_step = config.batch_size * config.seq_len
     diverged_nats = 3 * math.log(model_config.vocab_size) + 1  # uniform guessing scores ln(V); far above it is divergence
     eval_config = EvalConfig(streams=max(1, min(64, config.batch_size)), burn_in=config.seq_len)
@@ -307,7 +307,8 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
         log(f"corpus {corpus.name}: {len(corpus.ids):,} chars, {len(corpus.vocab)} distinct; "
             f"model {model_config.cell.value} {model_config.layers}x{model_config.hidden}"
             f"{' with skips' if model_config.skip else ''}, {model.parameter_count():,} parameters; "
-            f"device {device}{f' x {ctx.world_size} processes' if ctx.enabled else ''}")
+            f"device {device}{f' x {ctx.world_size} processes' if ctx.enabled else ''}, "
+            f"{'bf16 autocast' if bf16 else 'fp32'}{' (auto)' if config.precision is Precision.AUTO else ''}")
 
     start_time = time.perf_counter()
     last_val_bits = history["val"][-1][1] / LN2 if history["val"] else None
