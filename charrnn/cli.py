@@ -1,7 +1,9 @@
 """The command line: parse options into configs, make one call per command, map errors to one stderr line.
 
-The only module that imports typer and the only writer to stdout. Commands import torch-heavy modules inside
-their bodies so that `charrnn --help` answers without waiting for torch to load.
+This module holds the app and the main commands (train, sample, eval); cli_inspect (info, show) and
+cli_corpus (corpus list|build) hold the rest, over cli_common's shared pieces. The cli modules are the only
+ones that import typer and the only writers to stdout. Commands import torch-heavy modules inside their
+bodies so that `charrnn --help` answers without waiting for torch to load.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import json
 import os
 import sys
 import warnings
-from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from charrnn import __version__
+from charrnn import __version__, cli_inspect
+from charrnn.cli_common import (RUNS_DIR, CheckpointOption, Device, DeviceOption, given_options, load_checkpoint,
+                                user_errors)
+from charrnn.cli_corpus import corpus_app
 from charrnn.config import Cell, Precision, Schedule
 from charrnn.errors import CharRNNError
 
@@ -32,38 +35,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-corpus_app = typer.Typer(help="Built-in corpora, assembled from files every installation has.", no_args_is_help=True)
-app.add_typer(corpus_app, name="corpus")
-
-RUNS_DIR = Path("runs")
-
-
-class Device(str, Enum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
-
-
-@contextmanager
-def user_errors():
-    """CharRNNError becomes one stderr line and its exit code; Ctrl-C exits 130 without a traceback."""
-    from charrnn import ui
-
-    try:
-        yield
-    except CharRNNError as e:
-        ui.message(f"error: {e.message}")
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        ui.message("interrupted")
-        raise typer.Exit(130) from None
-
-
-def given_options(ctx: typer.Context) -> frozenset[str]:
-    """The options the user typed (not defaults): on --resume only these override the checkpoint."""
-    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
-    return frozenset(name for name, source in sources.items() if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"))
 
 
 def _version(value: bool):
@@ -77,11 +48,6 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):
     pass
-
-
-CheckpointOption = Annotated[Optional[Path], typer.Option(
-    "--checkpoint", "-c", help="A .pt file or a run directory (its best.pt). Default: the most recent run under runs/.")]
-DeviceOption = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, then mps, then cpu.")]
 
 
 @app.command()
@@ -159,14 +125,6 @@ def train(
 
 
 
-def _load_checkpoint(path: Path | None):
-    """(resolved path, checkpoint dict) for --checkpoint, or the newest run under runs/ when it is omitted."""
-    from charrnn import checkpoint as ckpt
-
-    resolved = ckpt.resolve(path) if path is not None else ckpt.latest_run(RUNS_DIR)
-    return resolved, ckpt.load(resolved)
-
-
 class _StdoutWriter:
     """Buffered UTF-8 writes to stdout, flushed every 64 characters or 50 ms so text appears as it is made."""
 
@@ -221,7 +179,7 @@ def sample(
             except UnicodeDecodeError as e:
                 raise CharRNNError(f"{seed_file}: not valid UTF-8 at byte {e.start}; save the seed file as UTF-8") from None
         torch_device = training.pick_device(device.value)
-        _, state = _load_checkpoint(checkpoint)
+        _, state = load_checkpoint(checkpoint)
         model, vocab = sampling.load_for_sampling(state, torch_device)
         seed_text = sampling.prepare_seed(vocab, seed, drop_unknown)
         sampling.check_seed_not_empty_after_drop(seed, seed_text)
@@ -297,7 +255,7 @@ def evaluate_command(
 
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_window=dynamic_window)
         torch_device = training.pick_device(device.value)
-        path, state = _load_checkpoint(checkpoint)
+        path, state = load_checkpoint(checkpoint)
         job = evaluate.EvalJob(state=state, file=file, config=config, device=torch_device,
                                bf16=evaluate.uses_bf16(precision, torch_device), encoding=encoding)
         progress = ui.CountProgress(job.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
@@ -329,115 +287,11 @@ def evaluate_command(
         ui.key_value_table("charrnn eval", rows)
 
 
-@app.command()
-def info(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="A .pt file or a run directory. Default: the most recent run.", show_default=False)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the information as one JSON object on stdout.")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Also write a chart of training and validation bits/char (SVG).", show_default=False)] = None,
-):
-    """Show a checkpoint's model, vocabulary, training progress and loss history."""
-    with user_errors():
-        from charrnn import checkpoint as ckpt, ui
+# Registered after train, sample and eval so that --help lists the commands in the order a user needs them.
+app.command()(cli_inspect.info)
+app.command()(cli_inspect.show)
+app.add_typer(corpus_app, name="corpus")
 
-        path, state = _load_checkpoint(checkpoint)
-        summary = ckpt.summarize(path, state)
-        if plot is not None:
-            from charrnn import visualize
-
-            if plot.suffix.lower() != ".svg":
-                raise CharRNNError(f"--plot {plot}: only SVG is supported; name the file with .svg")
-            _write_text_atomically(plot, visualize.loss_chart_svg(summary["history"]))
-            ui.message(f"wrote {plot}")
-        if json_output:
-            sys.stdout.write(json.dumps(summary) + "\n")
-            return
-        ui.show_info(summary)
-
-
-@app.command()
-def show(
-    file: Annotated[Path, typer.Argument(help="The text to look at (UTF-8).", exists=True, dir_okay=False)],
-    checkpoint: CheckpointOption = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write (self-contained).")] = Path("page.html"),
-    max_chars: Annotated[int, typer.Option(help="Show at most this many characters from the start of FILE.")] = 20_000,
-    cell: Annotated[Optional[str], typer.Option("--cell", help="Colour by the activation of cell N of layer L (L:N, from 0) instead of by surprise.", show_default=False)] = None,
-    find_cells: Annotated[bool, typer.Option("--find-cells", help="Rank cells by correlation with string/comment/bracket-depth/column features; list them on stderr.")] = False,
-    drop_unknown: Annotated[bool, typer.Option(help="Drop characters the model does not know instead of failing.")] = False,
-    device: DeviceOption = Device.AUTO,
-):
-    """Write an HTML page of a text coloured by the model's surprise (or a cell's activation), with its top-5 guesses on hover."""
-    with user_errors():
-        from charrnn import sampling, train as training, ui, visualize
-
-        if max_chars < 1:
-            raise CharRNNError(f"--max-chars must be at least 1, got {max_chars}")
-        with open(file, encoding="utf-8", errors="strict") as f:
-            try:
-                text = f.read(max_chars)
-            except UnicodeDecodeError as e:
-                raise CharRNNError(f"{file}: not valid UTF-8 at byte {e.start}; save it as UTF-8") from None
-        path, state = _load_checkpoint(checkpoint)
-        model, vocab = sampling.load_for_sampling(state, training.pick_device(device.value))
-        text = vocab.decode(vocab.encode(text, drop_unknown=drop_unknown))
-        if len(text) < 2:
-            raise CharRNNError(f"{file}: needs at least 2 characters the model knows to show anything")
-        chosen = visualize.parse_cell(cell, model.config.layers, model.config.hidden) if cell else None
-        t = visualize.trace(model, vocab, text)
-        if find_cells:
-            for m in visualize.find_cells(t):
-                ui.message(f"{m.feature:>22}: cell {m.layer}:{m.cell}  r = {m.correlation:+.3f}")
-        _write_text_atomically(out, visualize.render(t, title=f"{file.name} · {path}", cell=chosen))
-        ui.message(f"wrote {out} ({len(text):,} characters)")
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-@corpus_app.command("list")
-def corpus_list(
-    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
-    build: Annotated[bool, typer.Option(help="Build corpora that are not cached yet, to show their sizes.")] = False,
-):
-    """List the built-in corpora: size, distinct characters, whether cached."""
-    with user_errors():
-        from dataclasses import asdict
-
-        from charrnn import corpora, ui
-
-        infos = [corpora.describe(name, build_if_missing=build) for name in corpora.names()]
-        if json_output:
-            sys.stdout.write(json.dumps([asdict(i) for i in infos]) + "\n")
-            return
-        from rich.table import Table
-
-        table = Table("name", "chars", "distinct", "files", "cached", "description", title="built-in corpora", title_justify="left")
-        for i in infos:
-            table.add_row(i.name, f"{i.chars:,}" if i.chars else "?", str(i.distinct or "?"), str(i.files or "?"),
-                          "yes" if i.cached else "no (charrnn corpus list --build)", i.description)
-        ui.err.print(table)
-
-
-@corpus_app.command("build")
-def corpus_build(
-    name: Annotated[str, typer.Argument(help="A built-in corpus name (cpp, python).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Write the corpus text to this file.")],
-):
-    """Assemble a built-in corpus and write it to a file (the exact text `charrnn train NAME` uses)."""
-    with user_errors():
-        import shutil
-
-        from charrnn import corpora, ui
-
-        if name not in corpora.names():
-            raise CharRNNError(f"{name}: not a built-in corpus (built-in: {', '.join(corpora.names())})")
-        source = corpora.build(name)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, out)
-        ui.message(f"wrote {out} ({source.stat().st_size:,} bytes)")
 
 def main() -> None:
     try:
