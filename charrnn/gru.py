@@ -9,39 +9,23 @@ candidate) with its own forward and backward:
 - each step does one (B, H) x (H, 3H) product and a few elementwise ops, forward and backward;
 - the weight gradients are one large product each, after the loop.
 
-Every product goes through `torch.ops.mkldnn._linear_pointwise` (oneDNN), which reaches 2-3x torch.mm's
-speed there. Where that op is missing or fails its self-check, `available()` is False and CharRNN uses nn.GRU.
+Every product goes through charrnn.onednn, 2-3x torch.mm's speed there. Where oneDNN's op is missing,
+`usable()` is False and CharRNN uses nn.GRU.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x (M, K) @ weight (N, K)^T + bias, through oneDNN; weight may be a transposed view."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-@functools.cache
-def available() -> bool:
-    """Whether this torch build has the oneDNN linear op and it computes x @ w^T correctly."""
-    try:
-        g = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(*s, generator=g) for s in ((3, 5), (4, 5), (4,)))
-        return bool(torch.allclose(_linear(x, w, b), torch.addmm(b, x, w.T), atol=1e-4)
-                    and torch.allclose(_linear(w.T.contiguous().T, x), w @ x.T, atol=1e-4))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
+from charrnn import onednn
+_linear = onednn.linear
 
 
 def usable(x: Tensor) -> bool:
     """The fast layer serves fp32 CPU tensors outside autocast; anything else goes to nn.GRU."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and available())
+            and onednn.available())
 
 
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:

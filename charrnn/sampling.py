@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from charrnn import onednn
 from charrnn.config import Cell, SampleConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
@@ -38,10 +39,14 @@ class FastStepper:
     weight matrix becomes a lookup table of gate pre-activations (V, G·H) with the biases folded in; the
     skip input and the recurrent input of a layer share one addmm; LSTM gates are reordered (i, f, o, g)
     so one sigmoid and one tanh cover them. Matches CharRNN.forward to float tolerance (tested).
+
+    On the CPU the products go through oneDNN where torch has it (charrnn.onednn): at batch 1 it streams the
+    weights about twice as fast as torch.addmm (2 x 1024: 1,048 vs 379 chars/s, bench/RESULTS.md).
     """
 
     def __init__(self, model: CharRNN):
         c = model.config
+        self.onednn = model.head.weight.device.type == "cpu" and onednn.available()
         self.cell = c.cell
         self.hidden = c.hidden
         self.skip = c.skip
@@ -59,8 +64,8 @@ class FastStepper:
                 w_below = w_ih[:, e:]  # (G·H, H_below): empty for layer 0
                 if c.cell is Cell.GRU:
                     self.tables.append(table.contiguous())
-                    self.weights.append(w_below.T.contiguous())
-                    self.gru_hh.append((w_hh.T.contiguous(), b_hh.clone()))
+                    self.weights.append(self._matrix(w_below.T))
+                    self.gru_hh.append((self._matrix(w_hh.T), b_hh.clone()))
                     continue
                 weights = torch.cat([w_below, w_hh], 1).T  # (H_below + H, G·H)
                 table = table + b_hh
@@ -68,9 +73,21 @@ class FastStepper:
                     order = _lstm_gate_order(c.hidden)
                     table, weights = table[:, order], weights[:, order]
                 self.tables.append(table.contiguous())
-                self.weights.append(weights.contiguous())
-            self.head_w = model.head.weight.T.contiguous()  # (H·L, V)
+                self.weights.append(self._matrix(weights))
+            self.head_w = self._matrix(model.head.weight.T)  # (H·L, V)
             self.head_b = model.head.bias.clone()
+
+    def _matrix(self, w: Tensor) -> Tensor:
+        """A (K, N) matrix as _addmm wants it: (N, K) for oneDNN, (K, N) for torch.addmm."""
+        return (w.T if self.onednn else w).contiguous()
+
+    def _addmm(self, bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
+        """bias (N,) or (B, N) + x (B, K) @ w."""
+        if not self.onednn:
+            return torch.addmm(bias, x, w)
+        if bias.dim() == 1 or bias.shape[0] == 1:
+            return onednn.linear(x, w, bias.reshape(-1))  # the bias add fused into the product
+        return onednn.linear(x, w).add_(bias)
 
     def initial_state(self, model_state) -> list[tuple[Tensor, ...]]:
         """From CharRNN's state ((1, B, H) tensors) to this stepper's ((B, H) tensors)."""
@@ -87,9 +104,9 @@ class FastStepper:
             x = table[ids]  # (B, G·H)
             if self.cell is Cell.GRU:
                 (h,) = state[n]
-                gi = x if below is None else torch.addmm(x, below, self.weights[n])
+                gi = x if below is None else self._addmm(x, below, self.weights[n])
                 w_hh, b_hh = self.gru_hh[n]
-                gh = torch.addmm(b_hh, h, w_hh)
+                gh = self._addmm(b_hh, h, w_hh)
                 rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
                 r, z = rz[:, :H], rz[:, H:]
                 candidate = torch.tanh(torch.addcmul(gi[:, 2 * H:], r, gh[:, 2 * H:]))
@@ -98,7 +115,7 @@ class FastStepper:
             else:
                 prev = state[n]
                 h_in = prev[0] if below is None else torch.cat([below, prev[0]], 1)
-                gates = torch.addmm(x, h_in, self.weights[n])  # (B, G·H)
+                gates = self._addmm(x, h_in, self.weights[n])  # (B, G·H)
                 if self.cell is Cell.LSTM:
                     ifo = torch.sigmoid(gates[:, : 3 * H])
                     g = torch.tanh(gates[:, 3 * H:])
@@ -111,7 +128,7 @@ class FastStepper:
             outputs.append(h)
             below = h
         features = torch.cat(outputs, 1) if self.skip else outputs[-1]
-        return torch.addmm(self.head_b, features, self.head_w), new_state
+        return self._addmm(self.head_b, features, self.head_w), new_state
 
 
 def _lstm_gate_order(hidden: int) -> Tensor:

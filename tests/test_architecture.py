@@ -11,13 +11,14 @@ LAYERS = {  # module: the charrnn modules it may import
     "config": {"errors"},
     "vocab": {"errors"},
     "distributed": set(),
-    "gru": set(),
+    "onednn": set(),
+    "gru": {"onednn"},
     "model": {"config", "errors", "gru"},
     "data": {"vocab", "errors"},
     "checkpoint": {"errors"},
     "corpora": {"errors"},
     "evaluate": {"config", "data", "errors", "model", "vocab"},
-    "sampling": {"config", "errors", "model", "vocab"},
+    "sampling": {"config", "errors", "model", "onednn", "vocab"},
     "train": {"checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "vocab"},
     "ui": set(),
 }
@@ -51,3 +52,11 @@ def test_only_the_cli_and_ui_touch_typer_rich_and_tqdm(module):
 
 def test_the_package_root_does_not_import_torch():
     assert "torch" not in imports_of("__init__")
+
+
+@pytest.mark.parametrize("module, allowed", [("cli_common", set()), ("cli_corpus", {"cli_common"}),
+                                             ("cli_inspect", {"cli_common"})])
+def test_the_cli_modules_point_one_way_to_their_shared_helpers(module, allowed):
+    """cli registers the commands of cli_inspect and cli_corpus; they never import cli back (no cycle)."""
+    internal = {n.split(".")[1] for n in imports_of(module) if n.startswith("charrnn.cli")}
+    assert internal <= allowed, f"{module} imports {internal - allowed}"

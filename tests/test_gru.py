@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from charrnn import gru
+from charrnn import gru, onednn
 from charrnn.config import Cell
 from charrnn.model import CharRNN
 
 from .conftest import tiny_config
 
-pytestmark = pytest.mark.skipif(not gru.available(), reason="this torch build has no oneDNN linear op")
+pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN linear op")
 
 
 def test_the_fast_layer_matches_nn_gru_in_outputs_state_and_every_gradient():

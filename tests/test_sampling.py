@@ -80,14 +80,22 @@ def test_top_k_keeps_only_the_k_most_likely():
 
 @pytest.mark.parametrize("cell", list(Cell))
 @pytest.mark.parametrize("skip", [True, False])
-def test_fast_sampler_matches_training_forward(cell, skip):
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("use_onednn", [True, False])
+def test_fast_sampler_matches_training_forward(cell, skip, batch, use_onednn, monkeypatch):
+    from charrnn import onednn
+
+    if use_onednn and not onednn.available():
+        pytest.skip("this torch build has no oneDNN linear op")
+    monkeypatch.setattr(onednn, "available", lambda: use_onednn)
     torch.manual_seed(0)
     model = CharRNN(tiny_config(cell=cell, skip=skip, layers=3)).eval()
-    ids = torch.randint(0, 29, (3, 12))
+    ids = torch.randint(0, 29, (batch, 12))
     with torch.no_grad():
         full, _ = model(ids)
     stepper = FastStepper(model)
-    state = stepper.initial_state(model.initial_state(3))
+    assert stepper.onednn is use_onednn
+    state = stepper.initial_state(model.initial_state(batch))
     steps = []
     for t in range(12):
         logits, state = stepper.step(ids[:, t], state)
