@@ -104,6 +104,14 @@ def matrix_parameters(model: nn.Module) -> int:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would carry over the
+    parent's peak (the parent holds the 512 MiB bandwidth buffer), so it is only the fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -170,7 +178,7 @@ def train_plain(cell: str, hidden: int, layers: int, batch: int, seq: int, steps
     return per_step_speed(stamps, batch * seq, warmup), model
 
 
-def eval_speed(model: nn.Module, plain: bool, chars: int) -> float:
+def eval_speed(model: nn.Module, plain: bool, chars: int, bf16: bool) -> float:
     ids = torch.randint(0, VOCAB, (chars,))
     if plain:
         streams = 64
@@ -180,13 +188,14 @@ def eval_speed(model: nn.Module, plain: bool, chars: int) -> float:
         def score():
             state = None
             for s in range(0, x.shape[1] - 1, 256):
-                logits, state = model(x[:, s: s + 256], state)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits, state = model(x[:, s: s + 256], state)
         seconds = median_time(score, 1)
         return x.numel() / seconds
     from charrnn.evaluate import losses_per_char
 
-    losses_per_char(model, ids[:5000])
-    return chars / median_time(lambda: losses_per_char(model, ids), 1)
+    losses_per_char(model, ids[:5000], bf16=bf16)
+    return chars / median_time(lambda: losses_per_char(model, ids, bf16=bf16), 1)
 
 
 def sample_speed(model: nn.Module, plain: bool, batch: int, length: int) -> float:
@@ -235,8 +244,8 @@ def worker(name: str, quick: bool, precision: str, limits: dict) -> dict:
         "matrix_parameters": mats,
         "train_chars_per_s": train_cps,
         "train_fraction_of_limit": train_cps * 6 * mats / limits["gemm_fp32_flops" if precision == "fp32" else "gemm_bf16_flops"],
-        "eval_chars_per_s": eval_speed(model, plain, 100_000 if quick else 400_000),
-        "sample_b1_chars_per_s": sample_speed(model, plain, 1, 300 if quick else 2000),
+        "eval_chars_per_s": eval_speed(model, plain, 100_000 if quick else 400_000, precision == "bf16"),
+        "sample_b1_chars_per_s": sample_speed(model, plain, 1, 300 if quick else 2000),  # fp32 in every row
         "sample_b32_chars_per_s": sample_speed(model, plain, 32, 100 if quick else 500),
         "sample_b1_bound_chars_per_s": limits["dram_read_bytes_per_s"] / weight_bytes,
     }
@@ -254,11 +263,11 @@ def table(limits: dict, rows: list[dict]) -> str:
         + f"; bf16 GEMM {limits['gemm_bf16_flops'] / 1e9:.0f} GFLOP/s",
         f"memory read: DRAM {limits['dram_read_bytes_per_s'] / 1e9:.1f} GB/s, L3 {limits['l3_read_bytes_per_s'] / 1e9:.1f} GB/s",
         "",
-        f"{'model':<14}{'prec':<6}{'params':>8}{'train c/s':>11}{'of limit':>9}{'eval c/s':>10}{'eval/trn':>9}"
+        f"{'model':<18}{'prec':<6}{'params':>8}{'train c/s':>11}{'of limit':>9}{'eval c/s':>10}{'eval/trn':>9}"
         f"{'b1 c/s':>8}{'of bound':>9}{'b32 c/s':>9}{'RSS MB':>8}",
     ]
     for r in rows:
-        lines.append(f"{r['model']:<14}{r['precision']:<6}{r['parameters'] / 1e6:>7.2f}M{r['train_chars_per_s']:>11,.0f}"
+        lines.append(f"{r['model']:<18}{r['precision']:<6}{r['parameters'] / 1e6:>7.2f}M{r['train_chars_per_s']:>11,.0f}"
                      f"{r['train_fraction_of_limit']:>9.0%}{r['eval_chars_per_s']:>10,.0f}{r['eval_over_train']:>9.1f}"
                      f"{r['sample_b1_chars_per_s']:>8,.0f}{r['sample_b1_fraction_of_bound']:>9.0%}"
                      f"{r['sample_b32_chars_per_s']:>9,.0f}{r['peak_rss_mb']:>8,.0f}")
