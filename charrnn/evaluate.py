@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from charrnn import allocator
 from charrnn.config import EvalConfig, Precision
 from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
 from charrnn.errors import CharRNNError
@@ -220,6 +221,7 @@ class EvalJob:
 
 
 def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalResult:
+    allocator.keep_freed_memory()
     model = from_checkpoint(job.state).to(job.device)
     vocab = Vocab.from_list(job.state["vocab"])
     path = job.source_path()

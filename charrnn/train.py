@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, distributed
+from charrnn import allocator, checkpoint, distributed
 from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig
 from charrnn.data import Corpus, StreamBatches, read_corpus
 from charrnn.errors import CharRNNError
@@ -225,6 +225,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     train_ids, val_ids = corpus.split(config.val_fraction)
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
     val_ids = val_ids[: config.val_max_chars]
+    allocator.keep_freed_memory()  # from here on, each step reuses the last step's memory (after the corpus's)
     optimizer = _adam(model, config.lr, device)
     step, elapsed_before, best_val = 0, 0.0, math.inf
     history: dict = {"train": [], "val": []}

@@ -12,14 +12,15 @@ LAYERS = {  # module: the charrnn modules it may import
     "vocab": {"errors"},
     "distributed": set(),
     "onednn": set(),
+    "allocator": set(),
     "gru": {"onednn"},
     "model": {"config", "errors", "gru"},
     "data": {"vocab", "errors"},
     "checkpoint": {"errors"},
     "corpora": {"errors"},
-    "evaluate": {"config", "data", "errors", "model", "vocab"},
+    "evaluate": {"allocator", "config", "data", "errors", "model", "vocab"},
     "sampling": {"config", "errors", "model", "onednn", "vocab"},
-    "train": {"checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "vocab"},
+    "train": {"allocator", "checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "vocab"},
     "ui": set(),
 }
 
