@@ -7,6 +7,7 @@ page-faults and zeroes its buffers afresh: a 2 x 1024 LSTM step took 189,000 min
 freed blocks stay there for the next step: 60 faults a step, and 2 x 1024 training ran 1.3x faster
 (bench/RESULTS.md). The cost: the process keeps its peak heap until it exits, which a training or
 evaluation run reaches anyway. Where mmap is off, glibc still falls back to it if the heap cannot grow.
+CHARRNN_KEEP_FREED_MEMORY=0 in the environment leaves malloc as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import platform
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
@@ -23,6 +25,8 @@ _M_MMAP_MAX = -4
 @functools.cache
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc once per process; False (and nothing done) on other C libraries."""
+    if os.environ.get("CHARRNN_KEEP_FREED_MEMORY") == "0":
+        return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:

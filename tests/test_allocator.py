@@ -1,5 +1,6 @@
 """With keep_freed_memory, a training step's large buffers are reused instead of page-faulted afresh (glibc)."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -27,8 +28,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
 """
 
 
-def faults_per_step(mode: str) -> int:
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120)
+def faults_per_step(mode: str, env: dict | None = None) -> int:
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip())
 
@@ -38,3 +40,9 @@ def test_large_buffers_are_reused_from_step_to_step_without_page_faults():
     default, tuned = faults_per_step("default"), faults_per_step("tuned")
     assert default > 10_000  # the 48 MiB buffer's 12,288 pages, mapped and faulted in afresh every step
     assert tuned * 3 < default  # measured: 16,385 vs 2,457-4,915 (a training step: 190,000 vs 4,700)
+
+
+def test_the_environment_can_leave_malloc_alone():
+    probe = "import os, sys; from charrnn import allocator; sys.exit(allocator.keep_freed_memory())"
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "CHARRNN_KEEP_FREED_MEMORY": "0"})
+    assert done.returncode == 0  # False: nothing was changed
