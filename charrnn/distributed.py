@@ -40,6 +40,10 @@ def init(device_type: str) -> Context:
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
+        try:  # wait for every rank: one tearing gloo down while rank 0 still saves can abort the other (seen)
+            dist.barrier()
+        except RuntimeError:  # a rank already failed; tear down anyway
+            pass
         dist.destroy_process_group()
 
 
