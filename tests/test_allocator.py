@@ -28,7 +28,6 @@ for _ in range(8):
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(min(faults))  # the steady state; an occasional step still faults part of a buffer in
 """
-"""
 
 
 def faults_per_step(mode: str) -> int:
