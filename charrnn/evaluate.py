@@ -221,7 +221,6 @@ class EvalJob:
 
 
 def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalResult:
-    allocator.keep_freed_memory()
     model = from_checkpoint(job.state).to(job.device)
     vocab = Vocab.from_list(job.state["vocab"])
     path = job.source_path()
@@ -236,4 +235,5 @@ def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalR
                                "so its validation split is not the one held out; pass a FILE to evaluate")
         _, val_ids = read_corpus(path, vocab=vocab).split(corpus.get("val_fraction", 0.05))
         chunks = iter([(val_ids, 0)])
+    allocator.keep_freed_memory()  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
     return evaluate_chunks(model, chunks, config=job.config, bf16=job.bf16, on_chars=on_chars)

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from charrnn import onednn
-_linear = onednn.linear
 
 
 def usable(x: Tensor) -> bool:
@@ -41,7 +40,7 @@ class _GRUFunction(torch.autograd.Function):
         B, T, _ = x.shape
         H = w_hh.shape[1]
         xt = x.transpose(0, 1).reshape(T * B, -1)  # time-major rows: step t is rows [t·B, (t+1)·B)
-        gi = _linear(xt, w_ih, b_ih).view(T, B, 3 * H)  # every step's input projection in one product
+        gi = onednn.linear(xt, w_ih, b_ih).view(T, B, 3 * H)  # every step's input projection in one product
         hs = x.new_empty(T, B, H)
         if needs_grad:  # what backward needs, computed per step while the step's values are in cache
             coef = x.new_empty(T, B, 3, H)  # dL/d(gh_r, gh_z, gh_n) per unit of dL/dh_t
@@ -49,7 +48,7 @@ class _GRUFunction(torch.autograd.Function):
             zs = x.new_empty(T, B, H)       # the update gate: dL/dh_(t-1) gets z·dL/dh_t directly
         h = h0.contiguous()
         for t in range(T):
-            gh = _linear(h, w_hh, b_hh)  # (B, 3H)
+            gh = onednn.linear(h, w_hh, b_hh)  # (B, 3H)
             rz = torch.add(gi[t, :, : 2 * H], gh[:, : 2 * H]).sigmoid_()
             r, z = rz[:, :H], rz[:, H:]
             gh_n = gh[:, 2 * H:]
@@ -74,12 +73,12 @@ class _GRUFunction(torch.autograd.Function):
         grad_hs = grad_hs.contiguous()
         dh_all = torch.empty_like(hs)                    # dL/dh_t, the recurrent carry included
         d_g = torch.empty_like(coef)                     # dL/d(gh): the recurrent pre-activations
-        w_hh_t = w_hh.T                                  # d_g @ w_hh = _linear(d_g, w_hh.T), no copy
+        w_hh_t = w_hh.T                                  # d_g @ w_hh = linear(d_g, w_hh.T), no copy
         carry = torch.zeros(B, H, dtype=hs.dtype)
         for t in range(T - 1, -1, -1):
             dh = torch.add(grad_hs[t], carry, out=dh_all[t])
             torch.mul(dh.unsqueeze(1), coef[t], out=d_g[t])
-            carry = torch.addcmul(_linear(d_g[t].view(B, 3 * H), w_hh_t), dh, zs[t])
+            carry = torch.addcmul(onednn.linear(d_g[t].view(B, 3 * H), w_hh_t), dh, zs[t])
         needs = ctx.needs_input_grad
         d_g = d_g.view(T * B, 3 * H)
         # Weight gradients: one product over all steps each. oneDNN copies a non-contiguous input but takes a
@@ -89,17 +88,17 @@ class _GRUFunction(torch.autograd.Function):
             h_prev_t = torch.empty(H, T, B, dtype=hs.dtype)  # h_(t-1) for every step, as (H, T·B)
             h_prev_t[:, 0] = h0.T
             h_prev_t[:, 1:] = hs[:-1].permute(2, 0, 1)
-            grad_w_hh = _linear(h_prev_t.view(H, T * B), d_g.T).T.contiguous()
+            grad_w_hh = onednn.linear(h_prev_t.view(H, T * B), d_g.T).T.contiguous()
         if needs[5]:
             grad_b_hh = d_g.sum(0)
         torch.mul(dh_all, d_n, out=d_g.view(T, B, 3, H)[:, :, 2])  # d_g becomes dL/d(gi): gi_n skips r
         grad_x = grad_h0 = grad_w_ih = grad_b_ih = None
         if needs[0]:
-            grad_x = _linear(d_g, w_ih.T).view(T, B, -1).transpose(0, 1)
+            grad_x = onednn.linear(d_g, w_ih.T).view(T, B, -1).transpose(0, 1)
         if needs[1]:
             grad_h0 = carry
         if needs[2]:
-            grad_w_ih = _linear(xt.T.contiguous(), d_g.T).T.contiguous()
+            grad_w_ih = onednn.linear(xt.T.contiguous(), d_g.T).T.contiguous()
         if needs[4]:
             grad_b_ih = d_g.sum(0)
         return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None

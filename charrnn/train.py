@@ -225,8 +225,10 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     train_ids, val_ids = corpus.split(config.val_fraction)
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
     val_ids = val_ids[: config.val_max_chars]
-    if not ctx.enabled:  # from here on, each step reuses the last step's memory (after the corpus's). Not under
-        allocator.keep_freed_memory()  # torchrun: a gloo rank aborted (SIGABRT) once at exit with it, in CI
+    # From here on each step reuses the last step's memory; turned on after the corpus is read so that its
+    # temporaries still go back to the OS. Not under torchrun: a gloo rank aborted once at exit with it (CI).
+    if not ctx.enabled:
+        allocator.keep_freed_memory()
     optimizer = _adam(model, config.lr, device)
     step, elapsed_before, best_val = 0, 0.0, math.inf
     history: dict = {"train": [], "val": []}
