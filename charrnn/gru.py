@@ -23,8 +23,7 @@ from charrnn import onednn
 
 def usable(x: Tensor) -> bool:
     """The fast layer serves fp32 CPU tensors outside autocast; anything else goes to nn.GRU."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and onednn.available())
+    return onednn.serves(x)
 
 
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from charrnn import gru
+from charrnn import gru, onednn
 from charrnn.config import Cell, ModelConfig
 
 # One layer's recurrent state: (h, c) for an LSTM, (h,) for a GRU or plain RNN; each (1, B, H).
@@ -23,9 +23,11 @@ class CharRNN(nn.Module):
     the output layer. Each layer is one fused nn.LSTM/GRU/RNN call over the whole window (oneDNN on
     CPU, cuDNN on GPU): no Python loop over time steps. The exception is the GRU on the CPU, which has no
     oneDNN kernel: there `charrnn.gru` runs the same math with its products through oneDNN (2x faster).
+    The output layer's products go through oneDNN on the CPU too (`onednn.trainable_linear`).
     """
 
     fast_cpu_gru = True  # False: always nn.GRU (tests compare the two)
+    fast_cpu_head = True  # False: always nn.Linear
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -72,7 +74,12 @@ class CharRNN(nn.Module):
             outputs.append(out)
             new_state.append(s if isinstance(s, tuple) else (s,))
         features = torch.cat(outputs, -1) if self.config.skip else outputs[-1]  # (B, T, H·L) with skips
-        logits = self.head(self.dropout(features))  # (B, T, V); Graves 2013 §2: every layer feeds the output
+        features = self.dropout(features)
+        # (B, T, V); Graves 2013 §2: every layer feeds the output. On the CPU through oneDNN (2x torch's speed).
+        if self.fast_cpu_head and onednn.serves(features):
+            logits = onednn.trainable_linear(features, self.head.weight, self.head.bias)
+        else:
+            logits = self.head(features)
         return logits, new_state
 
     def parameter_count(self) -> int:

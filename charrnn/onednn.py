@@ -30,3 +30,37 @@ def available() -> bool:
                     and torch.allclose(linear(w.T.contiguous().T, x), w @ x.T, atol=1e-4))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
+
+
+def serves(x: Tensor) -> bool:
+    """Whether oneDNN's fp32 linear should compute with x: fp32 CPU tensors outside autocast, op available."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and available())
+
+
+def trainable_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear over x (..., K) with its backward through oneDNN too: 2-2.5x torch's speed at the output
+    layer's shapes (e.g. (2048, 512) x (512, 103)), where torch's default path runs at 130-190 GFLOP/s."""
+    out = _LinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class _LinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = linear(grad, weight.T)  # (M, N) @ (N, K)
+        if ctx.needs_input_grad[1]:
+            grad_w = linear(grad.T.contiguous(), x.T)  # (N, M) @ (M, K): 2x faster than x^T @ grad here
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b

@@ -14,7 +14,7 @@ LAYERS = {  # module: the charrnn modules it may import
     "onednn": set(),
     "allocator": set(),
     "gru": {"onednn"},
-    "model": {"config", "errors", "gru"},
+    "model": {"config", "errors", "gru", "onednn"},
     "data": {"vocab", "errors"},
     "checkpoint": {"errors"},
     "corpora": {"errors"},
