@@ -16,7 +16,7 @@ class Cell(str, enum.Enum):
 
 
 class Precision(str, enum.Enum):
-    AUTO = "auto"  # bf16 where the hardware computes it natively, else fp32 (see evaluate.uses_bf16)
+    AUTO = "auto"  # bf16 where the hardware computes it natively (and is faster), else fp32: charrnn.precision
     FP32 = "fp32"
     BF16 = "bf16"
 

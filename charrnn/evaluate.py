@@ -5,20 +5,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pathlib import Path
-
 from torch import Tensor
 
 from charrnn import allocator
-from charrnn.config import EvalConfig, Precision
+from charrnn.config import EvalConfig
 from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, detach_state, from_checkpoint
+from charrnn.precision import autocast
 from charrnn.vocab import Vocab
 
 LN2 = math.log(2)
@@ -47,26 +47,6 @@ class EvalResult:
     @property
     def static_bits_per_char(self) -> float | None:
         return None if self.static_nats_per_char is None else self.static_nats_per_char / LN2
-
-
-def has_native_bf16(device: torch.device) -> bool:
-    """Whether the device multiplies bf16 in hardware: then bf16 autocast is 1.3-2.7x faster than fp32
-    (measured on an AVX512-BF16 CPU); without it, bf16 is emulated and several times slower."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
-    return False
-
-
-def uses_bf16(precision: Precision, device: torch.device) -> bool:
-    return precision is Precision.BF16 or (precision is Precision.AUTO and has_native_bf16(device))
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def stream_layout(n: int, streams: int, burn_in: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -16,8 +16,9 @@ from charrnn import allocator, checkpoint, distributed
 from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig
 from charrnn.data import Corpus, StreamBatches, read_corpus
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import EvalConfig, autocast, losses_per_char, uses_bf16
+from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
+from charrnn.precision import autocast, bf16_speedup, has_native_bf16, uses_bf16
 
 LN2 = math.log(2)
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
@@ -105,6 +106,31 @@ def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.opti
         except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
             pass
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+
+
+def _choose_bf16(precision: Precision, model: CharRNN, batch_size: int, seq_len: int, device: torch.device,
+                 ctx: distributed.Context, resumed_bf16: bool | None = None) -> tuple[bool, str]:
+    """Whether to train in bf16 autocast, and a note for the log. On a CPU with native bf16, `auto` times a
+    forward and backward of this model at this batch each way, since bf16 is not faster at every size. A
+    resumed run keeps the arithmetic it ran in, where the hardware still has it, so that it resumes exactly."""
+    if precision is not Precision.AUTO:
+        return precision is Precision.BF16, ""
+    if not (device.type == "cpu" and has_native_bf16(device)):
+        return uses_bf16(precision, device), " (auto)"
+    if resumed_bf16 is not None:
+        return resumed_bf16, " (auto: as before resuming)"
+    ids = torch.randint(0, model.config.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+
+    def step(bf16: bool) -> None:
+        with torch.random.fork_rng(devices=[]):  # dropout's draws here must not shift training's random stream
+            with autocast(device, bf16):
+                logits, _ = model(ids.to(device))
+            logits.float().logsumexp(-1).mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    speedup = bf16_speedup(step)
+    bf16 = distributed.broadcast_flag(speedup > 1.0, ctx)  # every rank computes alike
+    return bf16, f" (auto: a timed step ran {speedup:.2f}x as fast in bf16 autocast as in fp32)"
 
 
 def lr_at(step: int, config: TrainConfig, fraction_done: float) -> float:
@@ -252,6 +278,10 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     for group in optimizer.param_groups:
         group["lr"] = config.lr
 
+    # Before DDP wraps the model: the trial's backward must not fire DDP's gradient hooks.
+    bf16, precision_note = _choose_bf16(config.precision, model, batches.batch_size, config.seq_len, device, ctx,
+                                        resumed.get("bf16") if resumed is not None else None)
+
     wrapped = model
     if ctx.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -261,7 +291,6 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
         epoch_steps = math.ceil(config.epochs * batches.windows_per_epoch)
         total_steps = min(total_steps, epoch_steps) if total_steps else epoch_steps
     budget_seconds = config.minutes * 60 if config.minutes else None
-    bf16 = uses_bf16(config.precision, device)
     chars_per_step = config.batch_size * config.seq_len
     diverged_nats = 3 * math.log(model_config.vocab_size) + 1  # uniform guessing scores ln(V); far above it is divergence
     eval_config = EvalConfig(streams=max(1, min(64, config.batch_size)), burn_in=config.seq_len)
@@ -302,6 +331,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
             "corpus": {"name": corpus.name, "path": str(Path(corpus.path).resolve()), "fingerprint": corpus.fingerprint,
                        "chars": len(corpus.ids), "val_fraction": config.val_fraction},
             "world_size": ctx.world_size,
+            "bf16": bf16,  # the arithmetic this run chose, kept on resume
         }
         checkpoint.save(out / checkpoint.LATEST, payload)
         if val_nats is not None and val_nats <= best_val:
@@ -312,7 +342,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
             f"model {model_config.cell.value} {model_config.layers}x{model_config.hidden}"
             f"{' with skips' if model_config.skip else ''}, {model.parameter_count():,} parameters; "
             f"device {device}{f' x {ctx.world_size} processes' if ctx.enabled else ''}, "
-            f"{'bf16 autocast' if bf16 else 'fp32'}{' (auto)' if config.precision is Precision.AUTO else ''}")
+            f"{'bf16 autocast' if bf16 else 'fp32'}{precision_note}")
 
     start_time = time.perf_counter()
     last_val_bits = history["val"][-1][1] / LN2 if history["val"] else None

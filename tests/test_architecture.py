@@ -13,14 +13,16 @@ LAYERS = {  # module: the charrnn modules it may import
     "distributed": set(),
     "onednn": set(),
     "allocator": set(),
+    "precision": {"config"},
     "gru": {"onednn"},
     "model": {"config", "errors", "gru", "onednn"},
     "data": {"vocab", "errors"},
     "checkpoint": {"errors"},
     "corpora": {"errors"},
-    "evaluate": {"allocator", "config", "data", "errors", "model", "vocab"},
+    "evaluate": {"allocator", "config", "data", "errors", "model", "precision", "vocab"},
     "sampling": {"config", "errors", "model", "onednn", "vocab"},
-    "train": {"allocator", "checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "vocab"},
+    "train": {"allocator", "checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "precision",
+              "vocab"},
     "ui": set(),
 }
 

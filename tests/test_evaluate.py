@@ -117,15 +117,3 @@ def test_info_shows_a_trained_checkpoints_numbers(memorised_run, runner):
     assert machine["steps"] == state["step"] and machine["vocab_size"] == 29
     assert machine["best_val_bits_per_char"] == pytest.approx(state["best_val_nats"] / math.log(2))
     assert len(machine["history"]["train"]) == state["step"]
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_means_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, native):
-    from charrnn import evaluate
-    from charrnn.config import Precision
-
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    cpu = torch.device("cpu")
-    assert evaluate.uses_bf16(Precision.AUTO, cpu) is native
-    assert evaluate.uses_bf16(Precision.BF16, cpu) and not evaluate.uses_bf16(Precision.FP32, cpu)
