@@ -166,6 +166,7 @@ def summarize(path: Path, state: dict) -> dict:
         "steps": state.get("step"),
         "epochs": state.get("epoch"),
         "minutes": (state.get("elapsed_seconds") or 0) / 60,
+        "arithmetic": {True: "bf16 autocast", False: "fp32"}.get(state.get("bf16")),  # None: saved before it was kept
         "best_val_bits_per_char": best / math.log(2) if best is not None and math.isfinite(best) else None,
         "corpus": state.get("corpus"),
         "history": {

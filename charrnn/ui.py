@@ -101,7 +101,8 @@ def show_info(summary: dict) -> None:
                   f"skips {'on' if m['skip'] else 'off'}, dropout {m['dropout']}"),
         ("parameters", f"{summary['parameters']:,}"),
         ("vocabulary", f"{summary['vocab_size']} characters: {vocab[:300]}"),
-        ("trained", f"{summary['steps']} steps, {summary['epochs'] or 0:.2f} epochs, {summary['minutes']:.1f} min"),
+        ("trained", f"{summary['steps']} steps, {summary['epochs'] or 0:.2f} epochs, {summary['minutes']:.1f} min"
+                    f"{', in ' + summary['arithmetic'] if summary.get('arithmetic') else ''}"),
         ("best validation", f"{best:.4f} bits/char" if best is not None else "n/a"),
         ("corpus", f"{corpus.get('name', '?')}: {corpus.get('path', '?')} ({corpus.get('chars', 0):,} chars)"),
         ("fingerprint", f"sha256 {corpus.get('fingerprint', '?')}"),

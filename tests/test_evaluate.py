@@ -117,3 +117,5 @@ def test_info_shows_a_trained_checkpoints_numbers(memorised_run, runner):
     assert machine["steps"] == state["step"] and machine["vocab_size"] == 29
     assert machine["best_val_bits_per_char"] == pytest.approx(state["best_val_nats"] / math.log(2))
     assert len(machine["history"]["train"]) == state["step"]
+    arithmetic = "bf16 autocast" if state["bf16"] else "fp32"  # the memorised run trains with auto
+    assert machine["arithmetic"] == arithmetic and f"in {arithmetic}" in human.stderr
