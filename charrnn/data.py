@@ -107,6 +107,16 @@ def read_corpus(path: Path, *, name: str | None = None, encoding: str = "utf-8",
     return Corpus(name=name or path.stem, path=path, fingerprint=digest.hexdigest(), vocab=vocab, ids=ids)
 
 
+def spread_sample(ids: torch.Tensor, max_chars: int, pieces: int = 16) -> torch.Tensor:
+    """At most max_chars of ids, as `pieces` equal runs spaced evenly over all of it, so that a validation
+    sample stands for the whole split: a split's first stretch alone can differ from the rest (cpp's first
+    100,000 held-out characters: 1.61 bits/char; all 796,858: 1.79)."""
+    if len(ids) <= max_chars:
+        return ids
+    piece, stride = max_chars // pieces, len(ids) // pieces
+    return torch.cat([ids[k * stride: k * stride + piece] for k in range(pieces)])
+
+
 def fingerprint_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from charrnn import allocator, checkpoint, distributed
 from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig
-from charrnn.data import Corpus, StreamBatches, read_corpus
+from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
@@ -250,7 +250,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     model = CharRNN(model_config).to(device)
     train_ids, val_ids = corpus.split(config.val_fraction)
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
-    val_ids = val_ids[: config.val_max_chars]
+    val_ids = spread_sample(val_ids, config.val_max_chars)
     # From here on each step reuses the last step's memory; turned on after the corpus is read so that its
     # temporaries still go back to the OS. Not under torchrun: a gloo rank aborted once at exit with it (CI).
     if not ctx.enabled:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn import data
-from charrnn.data import StreamBatches, read_corpus
+from charrnn.data import StreamBatches, read_corpus, spread_sample
 from charrnn.errors import CharRNNError
 
 
@@ -92,3 +92,12 @@ def test_ranks_share_the_global_batch_exactly():
 def test_text_shorter_than_one_window_is_refused_with_advice():
     with pytest.raises(CharRNNError, match="lower --batch-size or --seq-len"):
         StreamBatches(torch.zeros(100, dtype=torch.uint8), batch_size=64, seq_len=128)
+
+
+def test_a_validation_sample_spreads_over_the_whole_split():
+    ids = torch.arange(10_000)
+    sample = spread_sample(ids, 1_000, pieces=10)
+    assert len(sample) == 1_000 and len(set(sample.tolist())) == 1_000
+    assert sample.min() == 0 and sample.max() >= 9_000  # from the split's start to its last tenth
+    assert torch.equal(sample[:100], ids[:100]) and torch.equal(sample[100:200], ids[1_000:1_100])  # runs, evenly spaced
+    assert torch.equal(spread_sample(ids[:500], 1_000), ids[:500])  # a short split is used whole
