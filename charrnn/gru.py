@@ -9,8 +9,8 @@ candidate) with its own forward and backward:
 - each step does one (B, H) x (H, 3H) product and a few elementwise ops, forward and backward;
 - the weight gradients are one large product each, after the loop.
 
-Every product goes through charrnn.onednn, 2-3x torch.mm's speed there. Where oneDNN's op is missing,
-`usable()` is False and CharRNN uses nn.GRU.
+Every product goes through charrnn.onednn, 2-3x torch.mm's speed there. CharRNN uses this layer where
+`onednn.serves()` its input (fp32 on the CPU outside autocast, op present), and nn.GRU elsewhere.
 """
 
 from __future__ import annotations
@@ -19,11 +19,6 @@ import torch
 from torch import Tensor
 
 from charrnn import onednn
-
-
-def usable(x: Tensor) -> bool:
-    """The fast layer serves fp32 CPU tensors outside autocast; anything else goes to nn.GRU."""
-    return onednn.serves(x)
 
 
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:

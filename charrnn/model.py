@@ -64,7 +64,7 @@ class CharRNN(nn.Module):
                 below = self.dropout(outputs[-1])  # (B, T, H)
                 layer_in = torch.cat([x, below], -1) if self.config.skip else below  # Graves: input feeds every layer
             layer_state = None if state is None else _to_module_state(state[n])
-            if self.config.cell is Cell.GRU and self.fast_cpu_gru and gru.usable(layer_in):
+            if self.config.cell is Cell.GRU and self.fast_cpu_gru and onednn.serves(layer_in):
                 h0 = layer_in.new_zeros(len(layer_in), self.config.hidden) if layer_state is None else layer_state[0]
                 out, h = gru.gru_layer(layer_in, h0, layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0,
                                        layer.bias_hh_l0)

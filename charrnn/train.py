@@ -124,7 +124,7 @@ def _choose_bf16(precision: Precision, model: CharRNN, batch_size: int, seq_len:
     def step(bf16: bool) -> None:
         with torch.random.fork_rng(devices=[]):  # dropout's draws here must not shift training's random stream
             with autocast(device, bf16):
-                logits, _ = model(ids.to(device))
+                logits, _ = model(ids)
             logits.float().logsumexp(-1).mean().backward()
         model.zero_grad(set_to_none=True)
 

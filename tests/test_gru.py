@@ -62,10 +62,3 @@ def test_charrnn_gru_trains_the_same_on_the_fast_path_and_on_nn_gru(skip):
     for (name, _), a, b in zip(model.named_parameters(), a_grads, b_grads):
         assert torch.allclose(a, b, atol=1e-4), name
 
-
-def test_the_fast_layer_serves_only_fp32_cpu_outside_autocast():
-    x = torch.zeros(1, 2, 3)
-    assert gru.usable(x)
-    assert not gru.usable(x.double())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not gru.usable(x)  # bf16 runs through nn.GRU, which autocast knows

@@ -60,4 +60,4 @@ def test_onednn_serves_only_fp32_cpu_outside_autocast():
     assert onednn.serves(x)
     assert not onednn.serves(x.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not onednn.serves(x)  # bf16 goes through nn.Linear, which autocast knows
+        assert not onednn.serves(x)  # bf16 goes through nn.Linear and nn.GRU, which autocast knows
