@@ -11,49 +11,30 @@ from pathlib import Path
 
 import torch
 
+from charrnn import files
 from charrnn.errors import CharRNNError
 
 FORMAT_VERSION = 1
 LATEST = "latest.pt"
 BEST = "best.pt"
 LOCK = ".lock"
-TMP_SUFFIX = ".tmp"
 
 
 def save(path: Path, state: dict) -> None:
-    """Write atomically: temporary file → flush → fsync → rename. A crash mid-write leaves the old file intact."""
+    """Write atomically (charrnn.files.atomic_write): a crash or a full disk mid-write leaves the old file intact."""
     path = Path(path)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    existed = path.is_file()
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        files.atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError from its zip writer
-        tmp.unlink(missing_ok=True)
         reason = "no space left on the device" if _is_disk_full(e) else str(e).splitlines()[0]
+        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
         raise CharRNNError(f"could not write checkpoint {path}: {reason}; free space or choose another --out; "
-                           "the previous checkpoint is intact") from None
-    _fsync_dir(path.parent)
+                           f"{kept}") from None
 
 
 def _is_disk_full(e: BaseException) -> bool:
     return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "file write failed" in str(e)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load(path: Path) -> dict:
@@ -113,9 +94,8 @@ def latest_run(runs_dir: Path) -> Path:
 
 
 def remove_stray_temporaries(run_dir: Path) -> None:
-    """A process killed mid-save leaves NAME.pt.tmp behind; the lock guarantees no writer is live now."""
-    for tmp in Path(run_dir).glob(f"*.pt{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
+    """A process killed mid-save leaves a temporary behind; the lock guarantees no writer is live now."""
+    files.remove_temporaries(run_dir, "*.pt")
 
 
 class RunLock:

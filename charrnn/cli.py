@@ -74,19 +74,21 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps in total (counting resumed ones).", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the training text.", show_default=False)] = None,
     minutes: Annotated[Optional[float], typer.Option(
-        help="Stop after this much wall-clock time in total. With no --steps/--epochs/--minutes: 10 minutes.", show_default=False)] = None,
+        help="Stop after this much wall-clock time in total (not repeatable: use --steps or --epochs for that). "
+             "With no --steps/--epochs/--minutes: 10 minutes.", show_default=False)] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the text (at its end) held out for validation.")] = 0.05,
     eval_every: Annotated[int, typer.Option(help="Validate and save a checkpoint every this many steps.")] = 100,
     precision: Annotated[Precision, typer.Option(
         help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 (recent GPUs, CPUs with AVX512-BF16 "
-             "or AMX; up to 1.7x faster, same bits/char) and, on a CPU, where a timed trial step shows it is faster; "
-             "else fp32.")] = Precision.AUTO,
+             "or AMX; up to 1.8x faster, same bits/char), except for LSTMs of 1024+ units at batches under 128 on a "
+             "CPU, which train faster in fp32; else fp32. Decided from the hardware and shapes alone, never timed.")] = Precision.AUTO,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory for latest.pt and best.pt. Default: runs/<corpus name>.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest.pt, exactly where it stopped.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run, or resume on a corpus whose text changed.")] = False,
     device: DeviceOption = Device.AUTO,
-    random_seed: Annotated[int, typer.Option(help="Seed for initialisation and dropout: the same seed gives the same run.")] = 0,
+    random_seed: Annotated[int, typer.Option(help="Seed for initialisation and dropout. With --steps or --epochs the same seed gives the same run, bit "
+             "for bit; with --minutes the clock decides the last step and the learning-rate decay, so runs differ.")] = 0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only errors and the summary.")] = False,
@@ -154,7 +156,7 @@ def sample(
     checkpoint: CheckpointOption = None,
     seed: Annotated[str, typer.Option("--seed", "-s", help="Text that primes the model; it is printed first unless --no-echo.")] = "",
     seed_file: Annotated[Optional[Path], typer.Option(help="Read the priming text from this file (UTF-8) instead of --seed.",
-                                                      exists=True, dir_okay=False, show_default=False)] = None,
+                                                      show_default=False)] = None,
     length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample.")] = 1000,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy (argmax).")] = 0.8,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters.", show_default=False)] = None,
@@ -169,14 +171,16 @@ def sample(
 ):
     """Generate text from a trained model and stream it to stdout."""
     with user_errors():
-        from charrnn import sampling, train as training
+        from charrnn import files, sampling, train as training
         from charrnn.config import SampleConfig
 
         config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples,
                               random_seed=random_seed, stop=tuple(stop or ()), echo=not no_echo, drop_unknown=drop_unknown)
+        if out_dir is not None:
+            files.output_dir(out_dir, "--out-dir")
         if seed_file is not None:
             try:
-                seed = seed_file.read_text(encoding="utf-8")
+                seed = files.input_file(seed_file, "--seed-file").read_text(encoding="utf-8")
             except UnicodeDecodeError as e:
                 raise CharRNNError(f"{seed_file}: not valid UTF-8 at byte {e.start}; save the seed file as UTF-8") from None
         torch_device = training.pick_device(device.value)
@@ -216,7 +220,6 @@ def _stream_samples(pieces, prefix: str, num_samples: int) -> None:
 def _write_sample_files(out_dir: Path, pieces, prefix: str, num_samples: int) -> None:
     from charrnn import ui
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"sample-{k + 1:03d}.txt" for k in range(num_samples)]
     files = [open(p, "w", encoding="utf-8") for p in paths]
     try:
@@ -245,20 +248,20 @@ def evaluate_command(
     device: DeviceOption = Device.AUTO,
     precision: Annotated[Precision, typer.Option(
         help="Arithmetic: fp32 (exact, comparable across machines), bf16 autocast (faster; within ~1e-4 bits/char), "
-             "or auto (bf16 where the hardware has native bf16).")] = Precision.FP32,
+             "or auto (as train's --precision auto decides).")] = Precision.FP32,
     encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Measure how well a model predicts text: nats and bits per character, perplexity."""
     with user_errors():
-        from charrnn import evaluate, precision as arithmetic, train as training, ui
+        from charrnn import evaluate, train as training, ui
         from charrnn.config import EvalConfig
 
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_window=dynamic_window)
         torch_device = training.pick_device(device.value)
         path, state = load_checkpoint(checkpoint)
-        job = evaluate.EvalJob(state=state, file=file, config=config, device=torch_device,
-                               bf16=arithmetic.uses_bf16(precision, torch_device), encoding=encoding)
+        job = evaluate.EvalJob(state=state, file=file, config=config, device=torch_device, precision=precision,
+                               encoding=encoding)
         progress = ui.CountProgress(job.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
         try:
             result = evaluate.run(job, on_chars=progress)

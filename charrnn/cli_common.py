@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -24,7 +23,8 @@ class Device(str, Enum):
 
 @contextmanager
 def user_errors():
-    """CharRNNError becomes one stderr line and its exit code; Ctrl-C exits 130 without a traceback."""
+    """CharRNNError becomes one stderr line and its exit code; Ctrl-C exits 130 without a traceback. An OSError
+    that no check foresaw (a disk that fills, a file that vanishes) still gets one line naming the file."""
     from charrnn import ui
 
     try:
@@ -35,6 +35,12 @@ def user_errors():
     except KeyboardInterrupt:
         ui.message("interrupted")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: main() ends quietly
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        ui.message(f"error: {where}{e.strerror or e}; check the path, its permissions and the free space")
+        raise typer.Exit(1) from None
 
 
 def given_options(ctx: typer.Context) -> frozenset[str]:
@@ -54,9 +60,3 @@ def load_checkpoint(path: Path | None):
 
     resolved = ckpt.resolve(path) if path is not None else ckpt.latest_run(RUNS_DIR)
     return resolved, ckpt.load(resolved)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,12 +31,13 @@ def corpus_list(
             sys.stdout.write(json.dumps([asdict(i) for i in infos]) + "\n")
             return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table("name", "chars", "distinct", "files", "cached", "description", title="built-in corpora", title_justify="left")
         for i in infos:
             table.add_row(i.name, f"{i.chars:,}" if i.chars else "?", str(i.distinct or "?"), str(i.files or "?"),
-                          "yes" if i.cached else "no (charrnn corpus list --build)", i.description)
-        ui.err.print(table)
+                          "yes" if i.cached else "no (charrnn corpus list --build)", Text(i.description))
+        ui.print_report(table)
 
 
 @corpus_app.command("build")
@@ -49,12 +49,12 @@ def corpus_build(
     with user_errors():
         import shutil
 
-        from charrnn import corpora, ui
+        from charrnn import corpora, files, ui
 
         if name not in corpora.names():
             raise CharRNNError(f"{name}: not a built-in corpus (built-in: {', '.join(corpora.names())})")
+        files.output_file(out, "--out")
         source = corpora.build(name)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, out)
+        with open(source, "rb") as text:
+            files.atomic_write(out, lambda f: shutil.copyfileobj(text, f))
         ui.message(f"wrote {out} ({source.stat().st_size:,} bytes)")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli_common import CheckpointOption, Device, DeviceOption, load_checkpoint, user_errors, write_text_atomically
+from charrnn.cli_common import CheckpointOption, Device, DeviceOption, load_checkpoint, user_errors
 from charrnn.errors import CharRNNError
 
 
@@ -20,16 +20,18 @@ def info(
 ):
     """Show a checkpoint's model, vocabulary, training progress and loss history."""
     with user_errors():
-        from charrnn import checkpoint as ckpt, ui
+        from charrnn import checkpoint as ckpt, files, ui
 
+        if plot is not None:
+            if plot.suffix.lower() != ".svg":
+                raise CharRNNError(f"--plot {plot}: only SVG is supported; name the file with .svg")
+            files.output_file(plot, "--plot")
         path, state = load_checkpoint(checkpoint)
         summary = ckpt.summarize(path, state)
         if plot is not None:
             from charrnn import visualize
 
-            if plot.suffix.lower() != ".svg":
-                raise CharRNNError(f"--plot {plot}: only SVG is supported; name the file with .svg")
-            write_text_atomically(plot, visualize.loss_chart_svg(summary["history"]))
+            files.atomic_write_text(plot, visualize.loss_chart_svg(summary["history"]))
             ui.message(f"wrote {plot}")
         if json_output:
             sys.stdout.write(json.dumps(summary) + "\n")
@@ -38,7 +40,7 @@ def info(
 
 
 def show(
-    file: Annotated[Path, typer.Argument(help="The text to look at (UTF-8).", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="The text to look at (UTF-8).", show_default=False)],
     checkpoint: CheckpointOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write (self-contained).")] = Path("page.html"),
     max_chars: Annotated[int, typer.Option(help="Show at most this many characters from the start of FILE.")] = 20_000,
@@ -49,10 +51,12 @@ def show(
 ):
     """Write an HTML page of a text coloured by the model's surprise (or a cell's activation), with its top-5 guesses on hover."""
     with user_errors():
-        from charrnn import sampling, train as training, ui, visualize
+        from charrnn import files, sampling, train as training, ui, visualize
 
         if max_chars < 1:
             raise CharRNNError(f"--max-chars must be at least 1, got {max_chars}")
+        files.input_file(file, "FILE")
+        files.output_file(out, "--out")
         with open(file, encoding="utf-8", errors="strict") as f:
             try:
                 text = f.read(max_chars)
@@ -68,5 +72,5 @@ def show(
         if find_cells:
             for m in visualize.find_cells(t):
                 ui.message(f"{m.feature:>22}: cell {m.layer}:{m.cell}  r = {m.correlation:+.3f}")
-        write_text_atomically(out, visualize.render(t, title=f"{file.name} · {path}", cell=chosen))
+        files.atomic_write_text(out, visualize.render(t, title=f"{file.name} · {path}", cell=chosen))
         ui.message(f"wrote {out} ({len(text):,} characters)")

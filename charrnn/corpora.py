@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from charrnn import files
 from charrnn.errors import CharRNNError
 
 RECIPE_VERSION = 1
@@ -139,9 +140,7 @@ def build(name: str) -> Path:
     path = cache_path(recipe)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(assemble(recipe), encoding="utf-8")
-        os.replace(tmp, path)
+        files.atomic_write_text(path, assemble(recipe))
     return path
 
 

@@ -14,6 +14,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # this rank's training device: every collective's tensors live there
 
     @property
     def is_main(self) -> bool:
@@ -28,14 +29,19 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device_type: str) -> Context:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); a plain run is world size 1."""
+def init(device: torch.device) -> Context:
+    """Join the process group torchrun describes; a plain run is world size 1. On GPUs each rank takes the GPU
+    of its local rank, and the group has NCCL for CUDA tensors and gloo for any CPU tensor."""
     if not launched_by_torchrun():
-        return Context()
-    ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+        return Context(device=device)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return ctx
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    return Context(rank, world_size, local_rank, device)
 
 
 def cleanup() -> None:
@@ -47,10 +53,13 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
-    if ctx.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+def all_reduce_sum(values: list[float], ctx: Context) -> list[float]:
+    """Each value summed over every rank (float64, on the rank's device: NCCL takes no CPU tensors)."""
+    if not ctx.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
 
 
 def all_gather_rows(tensor: torch.Tensor, ctx: Context, dim: int) -> torch.Tensor:
@@ -62,10 +71,10 @@ def all_gather_rows(tensor: torch.Tensor, ctx: Context, dim: int) -> torch.Tenso
     return torch.cat(parts, dim)
 
 
-def broadcast_flag(flag: bool, ctx: Context) -> bool:
-    """True on every rank if it is true on any: used so all ranks stop on the same step."""
+def any_rank(flag: bool, ctx: Context) -> bool:
+    """True on every rank if it is true on any (an OR across ranks): all ranks stop on the same step."""
     if not ctx.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

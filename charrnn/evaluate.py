@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn import allocator
-from charrnn.config import EvalConfig
+from charrnn import allocator, files
+from charrnn.config import EvalConfig, Precision
 from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, detach_state, from_checkpoint
-from charrnn.precision import autocast
+from charrnn.precision import autocast, choose_bf16
 from charrnn.vocab import Vocab
 
 LN2 = math.log(2)
@@ -181,12 +181,12 @@ class EvalJob:
     file: Path | None
     config: EvalConfig = EvalConfig()
     device: torch.device = torch.device("cpu")
-    bf16: bool = False
+    precision: Precision = Precision.FP32  # fp32 by default: exact, comparable across machines
     encoding: str = "utf-8"
 
     def source_path(self) -> Path:
         if self.file is not None:
-            return self.file
+            return files.input_file(self.file, "FILE")
         corpus = self.state.get("corpus") or {}
         if "path" not in corpus:
             raise CharRNNError("the checkpoint does not record its training corpus; pass a FILE to evaluate")
@@ -201,6 +201,8 @@ class EvalJob:
 
 def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalResult:
     model = from_checkpoint(job.state).to(job.device)
+    bf16, _ = choose_bf16(job.precision, job.device, cell=model.config.cell, hidden=model.config.hidden,
+                          batch_size=job.config.streams)
     vocab = Vocab.from_list(job.state["vocab"])
     path = job.source_path()
     if job.file is not None:
@@ -215,4 +217,4 @@ def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalR
         _, val_ids = read_corpus(path, vocab=vocab).split(corpus.get("val_fraction", 0.05))
         chunks = iter([(val_ids, 0)])
     allocator.keep_freed_memory()  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
-    return evaluate_chunks(model, chunks, config=job.config, bf16=job.bf16, on_chars=on_chars)
+    return evaluate_chunks(model, chunks, config=job.config, bf16=bf16, on_chars=on_chars)

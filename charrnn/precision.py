@@ -1,20 +1,30 @@
-"""Which arithmetic to run in: fp32, or bf16 autocast where the hardware has it and it is faster.
+"""Which arithmetic a run computes in: fp32, or bf16 autocast. One entry point, `choose_bf16`, for every command.
 
-bf16 is not always faster even on a CPU with AVX512-BF16: oneDNN's bf16 LSTM trains 1.74x faster than fp32
-at 2 x 512 (batch 32) but 0.88x as fast at 2 x 1024 (batch 32) and 1.44x at 2 x 1024 (batch 128), measured
-on an AMD EPYC (Zen 5). So training's `auto` times both on the model's own step shape before it starts.
+`auto` decides from facts that are the same on every run on one machine: the device, whether its hardware
+multiplies bf16 natively, whether this torch build can run the cell in bf16 at all, and the model's and
+batch's shapes. It never times anything: a timed trial picks differently under load, and then the same seed
+gives a different run.
+
+The shape rule comes from measurements on an AMD EPYC (Zen 5, AVX512-BF16), bench/RESULTS.md "Session 3"
+and "Session 4": oneDNN's bf16 LSTM is slower than fp32 for wide layers at small batches (2 x 1024 at batch
+32: 0.89-0.92x) and faster elsewhere (2 x 256 at batch 32: 1.42x; 2 x 512 at batch 64: 1.61x; 2 x 768 at
+batch 32: 1.15x; 2 x 1024 at batch 128: 1.80x; GRU 2 x 1024 at batch 32: 1.54x). `bench/precision.py` prints
+the full table on a machine with native bf16; re-run it before changing the rule.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
+import functools
 from contextlib import nullcontext
 
 import torch
 
-from charrnn.config import Precision
+from charrnn.config import Cell, Precision
+from charrnn.errors import CharRNNError
+
+# An LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
+WIDE_LSTM_HIDDEN = 1024
+WIDE_LSTM_BF16_BATCH = 128
 
 
 def has_native_bf16(device: torch.device) -> bool:
@@ -28,25 +38,49 @@ def has_native_bf16(device: torch.device) -> bool:
     return False
 
 
-def uses_bf16(precision: Precision, device: torch.device) -> bool:
-    """The rule without measuring (eval, and training on a GPU): auto means bf16 where the hardware has it."""
-    return precision is Precision.BF16 or (precision is Precision.AUTO and has_native_bf16(device))
+@functools.cache
+def bf16_runs(device_type: str, cell: Cell) -> bool:
+    """Whether this torch build runs a `cell` layer under bf16 autocast on the device at all: oneDNN's bf16
+    LSTM needs AVX-512 on x86 (on an AVX2-only CPU it fails to build its kernel). A tiny forward and backward,
+    once per process; a capability, not a timing."""
+    recurrent = {Cell.LSTM: torch.nn.LSTM, Cell.GRU: torch.nn.GRU, Cell.RNN: torch.nn.RNN}[cell]
+    with torch.random.fork_rng(devices=[]):  # the probe's initialisation must not shift the run's random stream
+        try:
+            layer = recurrent(4, 4, batch_first=True).to(device_type)
+            with autocast(torch.device(device_type), True):
+                out, _ = layer(torch.zeros(1, 2, 4, device=device_type))
+            out.float().sum().backward()
+            return True
+        except (RuntimeError, NotImplementedError):
+            return False
+
+
+def rule_prefers_bf16(cell: Cell, hidden: int, batch_size: int) -> bool:
+    """On a CPU with native bf16: whether bf16 autocast trains this shape faster (see the module docstring)."""
+    return not (cell is Cell.LSTM and hidden >= WIDE_LSTM_HIDDEN and batch_size < WIDE_LSTM_BF16_BATCH)
+
+
+def choose_bf16(precision: Precision, device: torch.device, *, cell: Cell, hidden: int,
+                batch_size: int) -> tuple[bool, str]:
+    """(bf16 autocast or not, why) for a model of `cell` x `hidden` run at `batch_size` rows per step.
+
+    fp32 and bf16 are taken as asked (bf16 must run on this hardware); auto means bf16 on a GPU with bf16, and
+    on a CPU with native bf16 where the measured rule says it is faster for the shape; fp32 everywhere else.
+    """
+    if precision is Precision.FP32:
+        return False, "fp32"
+    if precision is Precision.BF16:
+        if not bf16_runs(device.type, cell):
+            raise CharRNNError(f"--precision bf16: this {device.type} cannot run {cell.value.upper()} layers in bf16 "
+                               "(oneDNN's bf16 LSTM needs AVX-512 on x86); use --precision fp32 or auto")
+        return True, "bf16 autocast"
+    if not has_native_bf16(device) or not bf16_runs(device.type, cell):
+        return False, "fp32 (auto: no native bf16 here)"
+    if device.type == "cpu" and not rule_prefers_bf16(cell, hidden, batch_size):
+        return False, (f"fp32 (auto: a {cell.value} of {hidden} units at batch {batch_size} trains faster in fp32 "
+                       "on a CPU)")
+    return True, "bf16 autocast (auto: native bf16)"
 
 
 def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
-def bf16_speedup(step: Callable[[bool], None], repeats: int = 3) -> float:
-    """fp32 time over bf16 time of `step(bf16)`: above 1, bf16 is faster. Each runs once untimed (oneDNN builds
-    its kernels for the shape, memory is first touched), then the two alternate, so that neither gets the
-    machine's warm-up or a passing load alone; each time is the median of `repeats` runs."""
-    for bf16 in (False, True):
-        step(bf16)
-    seconds: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(repeats):
-        for bf16 in (False, True):
-            start = time.perf_counter()
-            step(bf16)
-            seconds[bf16].append(time.perf_counter() - start)
-    return statistics.median(seconds[False]) / statistics.median(seconds[True])

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import allocator, checkpoint, distributed
+from charrnn import allocator, checkpoint, distributed, files
 from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
-from charrnn.precision import autocast, bf16_speedup, has_native_bf16, uses_bf16
+from charrnn.precision import autocast, bf16_runs, choose_bf16
 
 LN2 = math.log(2)
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
@@ -108,29 +108,25 @@ def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.opti
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
 
 
-def _choose_bf16(precision: Precision, model: CharRNN, batch_size: int, seq_len: int, device: torch.device,
-                 ctx: distributed.Context, resumed_bf16: bool | None = None) -> tuple[bool, str]:
-    """Whether to train in bf16 autocast, and a note for the log. On a CPU with native bf16, `auto` times a
-    forward and backward of this model at this batch each way, since bf16 is not faster at every size. A
-    resumed run keeps the arithmetic it ran in, where the hardware still has it, so that it resumes exactly."""
-    if precision is not Precision.AUTO:
-        return precision is Precision.BF16, ""
-    if not (device.type == "cpu" and has_native_bf16(device)):
-        return uses_bf16(precision, device), " (auto)"
-    if resumed_bf16 is not None:
-        return resumed_bf16, " (auto: as before resuming)"
-    ids = torch.randint(0, model.config.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+def _choose_bf16(precision: Precision, model_config: ModelConfig, batch_size: int, device: torch.device,
+                 resumed_bf16: bool | None) -> tuple[bool, str]:
+    """bf16 autocast or not, and why, by charrnn.precision's rule: a pure function of the hardware and the
+    shapes, never of a timing. A resumed `auto` run keeps the arithmetic it ran in (where the hardware still
+    runs it), so that it resumes exactly even if the rule changed since."""
+    if precision is Precision.AUTO and resumed_bf16 is not None:
+        if not resumed_bf16 or bf16_runs(device.type, model_config.cell):
+            return resumed_bf16, f"{'bf16 autocast' if resumed_bf16 else 'fp32'} (auto: as before resuming)"
+    return choose_bf16(precision, device, cell=model_config.cell, hidden=model_config.hidden, batch_size=batch_size)
 
-    def step(bf16: bool) -> None:
-        with torch.random.fork_rng(devices=[]):  # dropout's draws here must not shift training's random stream
-            with autocast(device, bf16):
-                logits, _ = model(ids)
-            logits.float().logsumexp(-1).mean().backward()
-        model.zero_grad(set_to_none=True)
 
-    speedup = bf16_speedup(step)
-    bf16 = distributed.broadcast_flag(speedup > 1.0, ctx)  # every rank computes alike
-    return bf16, f" (auto: a timed step ran {speedup:.2f}x as fast in bf16 autocast as in fp32)"
+def _budget_note(config: TrainConfig, total_steps: int | None) -> str:
+    """The budget for the first log line, saying plainly whether the run repeats exactly."""
+    steps = f"{total_steps:,} steps" if total_steps else ""
+    if not config.minutes:
+        return f"budget {steps} (the same seed repeats this run exactly)"
+    clock = f"{config.minutes:g} min of wall clock"
+    return (f"budget {clock}{' or ' + steps if steps else ''}, whichever ends first (the clock sets the last step "
+            "and the learning-rate decay, so runs differ; --steps or --epochs repeat exactly)")
 
 
 def lr_at(step: int, config: TrainConfig, fraction_done: float) -> float:
@@ -199,10 +195,9 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
 
 def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: None,
         log: Callable[[str], None] = lambda s: None) -> TrainResult:
-    device = pick_device(job.device)
-    ctx = distributed.init(device.type)
+    ctx = distributed.init(pick_device(job.device))
     try:
-        return _run(job, device, ctx, on_progress, log)
+        return _run(job, ctx.device, ctx, on_progress, log)
     finally:
         distributed.cleanup()
 
@@ -211,10 +206,7 @@ def _run(job: TrainJob, device: torch.device, ctx: distributed.Context,
          on_progress: Callable[[Progress], None], log: Callable[[str], None]) -> TrainResult:
     if job.threads:
         torch.set_num_threads(job.threads)
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-    job.out.mkdir(parents=True, exist_ok=True)
+    files.output_dir(job.out, "--out")
     lock = checkpoint.RunLock(job.out) if ctx.is_main else None  # first: a concurrent run is told so, whatever else
     if lock:
         lock.__enter__()
@@ -278,9 +270,8 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
     for group in optimizer.param_groups:
         group["lr"] = config.lr
 
-    # Before DDP wraps the model: the trial's backward must not fire DDP's gradient hooks.
-    bf16, precision_note = _choose_bf16(config.precision, model, batches.batch_size, config.seq_len, device, ctx,
-                                        resumed.get("bf16") if resumed is not None else None)
+    bf16, arithmetic = _choose_bf16(config.precision, model_config, batches.batch_size, device,
+                                    resumed.get("bf16") if resumed is not None else None)
 
     wrapped = model
     if ctx.enabled:
@@ -308,8 +299,8 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
         share = len(val_ids) // ctx.world_size
         mine = val_ids[ctx.rank * share: (ctx.rank + 1) * share + 1]
         losses = losses_per_char(model, mine, config=eval_config, bf16=bf16)
-        totals = distributed.all_reduce_sum(torch.tensor([float(losses.double().sum()), float(len(losses))]), ctx)
-        return float(totals[0] / totals[1])
+        total, count = distributed.all_reduce_sum([float(losses.double().sum()), float(len(losses))], ctx)
+        return total / count
 
     def save(step: int, elapsed: float, val_nats: float | None) -> None:
         hidden = [[distributed.all_gather_rows(t.detach(), ctx, dim=1).cpu() for t in layer] for layer in state]
@@ -342,7 +333,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
             f"model {model_config.cell.value} {model_config.layers}x{model_config.hidden}"
             f"{' with skips' if model_config.skip else ''}, {model.parameter_count():,} parameters; "
             f"device {device}{f' x {ctx.world_size} processes' if ctx.enabled else ''}, "
-            f"{'bf16 autocast' if bf16 else 'fp32'}{precision_note}")
+            f"{arithmetic}; {_budget_note(config, total_steps)}")
 
     start_time = time.perf_counter()
     last_val_bits = history["val"][-1][1] / LN2 if history["val"] else None
@@ -352,7 +343,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
         while True:
             elapsed = elapsed_before + time.perf_counter() - start_time
             done = fraction_done(step, elapsed) >= 1.0
-            if distributed.broadcast_flag(done or stop.requested, ctx):
+            if distributed.any_rank(done or stop.requested, ctx):
                 interrupted = stop.requested and not done
                 break
             if batches.starts_epoch(step):
@@ -369,7 +360,7 @@ def _train(job: TrainJob, out: Path, device: torch.device, ctx: distributed.Cont
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             loss_value = loss.item()
-            if distributed.broadcast_flag(not loss_value <= diverged_nats, ctx):  # NaN fails every comparison
+            if distributed.any_rank(not loss_value <= diverged_nats, ctx):  # NaN fails every comparison
                 kept = (f"the last good checkpoint is {out / checkpoint.LATEST}" if (out / checkpoint.LATEST).exists()
                         else "no checkpoint was written")
                 raise CharRNNError(

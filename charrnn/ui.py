@@ -1,13 +1,27 @@
-"""Everything a person sees on stderr: progress bars, messages, tables and small charts. Never stdout."""
+"""What a person sees: progress bars and messages on stderr; a command's report (tables, small charts) on stdout.
+
+A report printed to a pipe or a file has no colour codes and is not wrapped, so `charrnn info run > info.txt`
+and `charrnn corpus list | grep cpp` work line by line.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
+import sys
+
 from rich.console import Console
 
 err = Console(stderr=True, highlight=False)
+UNWRAPPED_WIDTH = 10_000  # a table for a pipe or file: as wide as its content, never folded at 80 columns
+
+
+def report_console() -> Console:
+    """A console on stdout, made per report so that it sees the stdout in force (a test runner swaps it)."""
+    terminal = sys.stdout.isatty()
+    return Console(file=sys.stdout, highlight=False, width=None if terminal else UNWRAPPED_WIDTH,
+                   color_system="auto" if terminal else None)
 
 
 def message(text: str) -> None:
@@ -29,10 +43,11 @@ class TrainProgress:
         if self.bar is None:
             self.bar = tqdm(total=1000, desc="train", unit="‰", dynamic_ncols=True,
                             bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining} {postfix}")
-        val = f" val {p.val_bits:.3f} bits/char" if p.val_bits is not None else ""
+        val = f" val {p.val_bits:.3f}" if p.val_bits is not None else ""
         total = f"/{p.total_steps}" if p.total_steps else ""
-        self.bar.set_postfix_str(f"step {p.step}{total} loss {p.train_nats:.3f}{val} {p.chars_per_second:,.0f} chars/s",
-                                 refresh=False)
+        train_bits = p.train_nats / math.log(2)
+        self.bar.set_postfix_str(f"step {p.step}{total} bits/char: train {train_bits:.3f}{val} "
+                                 f"{p.chars_per_second:,.0f} chars/s", refresh=False)
         self.bar.update(int(p.fraction_done * 1000) - self.bar.n)
 
     def close(self) -> None:
@@ -75,22 +90,24 @@ def sparkline(values: list[float], width: int = 60) -> str:
 
 
 def key_value_table(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column report on stdout."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, value)
-    err.print(table)
+        table.add_row(Text(key), Text(value))  # Text: a path or vocabulary with [brackets] is not rich markup
+    print_report(table)
 
 
-
-
+def print_report(renderable) -> None:
+    report_console().print(renderable)
 
 
 def show_info(summary: dict) -> None:
-    """`charrnn info` for people: configuration, vocabulary and loss history charts, on stderr."""
+    """`charrnn info` for people: configuration, vocabulary and loss history charts, on stdout."""
     m = summary["model"]
     corpus = summary.get("corpus") or {}
     best = summary["best_val_bits_per_char"]

@@ -8,21 +8,22 @@ import pytest
 PACKAGE = Path(__file__).parent.parent / "charrnn"
 LAYERS = {  # module: the charrnn modules it may import
     "errors": set(),
+    "files": {"errors"},
     "config": {"errors"},
     "vocab": {"errors"},
     "distributed": set(),
     "onednn": set(),
     "allocator": set(),
-    "precision": {"config"},
+    "precision": {"config", "errors"},
     "gru": {"onednn"},
     "model": {"config", "errors", "gru", "onednn"},
     "data": {"vocab", "errors"},
-    "checkpoint": {"errors"},
-    "corpora": {"errors"},
-    "evaluate": {"allocator", "config", "data", "errors", "model", "precision", "vocab"},
+    "checkpoint": {"errors", "files"},
+    "corpora": {"errors", "files"},
+    "evaluate": {"allocator", "config", "data", "errors", "files", "model", "precision", "vocab"},
     "sampling": {"config", "errors", "model", "onednn", "vocab"},
-    "train": {"allocator", "checkpoint", "config", "data", "distributed", "errors", "evaluate", "model", "precision",
-              "vocab"},
+    "train": {"allocator", "checkpoint", "config", "data", "distributed", "errors", "evaluate", "files", "model",
+              "precision", "vocab"},
     "ui": set(),
 }
 

@@ -43,10 +43,21 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CharRNNError, match="no space left.*previous checkpoint is intact"):
+    with pytest.raises(CharRNNError, match="no space left.*the previous m.pt is intact"):
         saved_model(path)
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_a_failed_first_write_says_that_nothing_was_written(tmp_path, monkeypatch):
+    def full_disk(obj, f, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CharRNNError, match="no space left.*no m.pt was written") as error:
+        saved_model(tmp_path / "m.pt")
+    assert "intact" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 class Payload:

@@ -172,3 +172,28 @@ def test_readme_options_all_exist_in_help(runner):
     for command, options in re.findall(r"charrnn (train|sample|eval|info)\b([^\n`&|]*)", readme):
         for option in re.findall(r"(--[a-z][a-z0-9-]*)", options):
             assert option in helps[command], f"README uses {option} with {command}"
+
+
+def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memorised_run):
+    human = runner.invoke(app, ["eval", "-c", str(memorised_run), "--quiet"])
+    assert human.exit_code == 0 and human.stderr == ""
+    assert "bits/char" in human.stdout and "perplexity" in human.stdout and "\x1b" not in human.stdout
+    checkpoint_lines = [line for line in human.stdout.splitlines() if "checkpoint" in line]
+    assert len(checkpoint_lines) == 1 and str(memorised_run) in checkpoint_lines[0]  # unwrapped, however long
+    machine = runner.invoke(app, ["eval", "-c", str(memorised_run), "--json"])
+    assert set(json.loads(machine.stdout)) >= {"bits_per_char", "nats_per_char", "perplexity"}
+
+
+def test_the_progress_bar_shows_train_and_validation_loss_in_bits_per_char(capsys):
+    import math
+
+    from charrnn import ui
+    from charrnn.train import Progress
+
+    bar = ui.TrainProgress(quiet=False)
+    bar(Progress(step=10, total_steps=100, epoch=0.1, train_nats=2 * math.log(2), val_bits=1.5,
+                 chars_per_second=1000.0, elapsed=1.0, fraction_done=0.1, lr=1e-3))
+    bar.bar.refresh()
+    bar.close()
+    shown = capsys.readouterr().err
+    assert "bits/char: train 2.000 val 1.500" in shown and capsys.readouterr().out == ""

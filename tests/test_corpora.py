@@ -84,3 +84,13 @@ def test_corpus_list_reports_size_and_cache_state(runner):
     corpora.build("cpp")
     after = {c["name"]: c for c in json.loads(runner.invoke(app, ["corpus", "list", "--json"]).stdout)}
     assert after["cpp"]["cached"] and after["cpp"]["chars"] > 1_000_000 and 90 <= after["cpp"]["distinct"] <= 200
+
+
+def test_corpus_list_prints_its_table_on_stdout_one_unwrapped_line_per_corpus(runner):
+    result = runner.invoke(app, ["corpus", "list"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "\x1b" not in result.stdout  # no colour codes into a pipe or file
+    rows = {name: [line for line in result.stdout.splitlines() if f" {name} " in line] for name in corpora.names()}
+    for name, lines in rows.items():
+        assert len(lines) == 1, result.stdout  # `charrnn corpus list | grep cpp` finds the whole row
+        assert corpora.describe(name).description in lines[0]

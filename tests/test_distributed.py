@@ -42,3 +42,62 @@ def test_two_processes_with_half_the_batch_match_one_process(tiny_corpus, tmp_pa
                    "--steps", "8", "--quiet"])
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint.load(tmp_path / "two" / "latest.pt")["step"] == 8
+
+
+def test_every_collective_the_training_loop_issues_gets_tensors_on_the_models_device(tiny_corpus, tmp_path,
+                                                                                     monkeypatch):
+    """NCCL takes no CPU tensors: the loop's collectives (stop flag, divergence flag, validation sums, hidden-state
+    gathers) must hand over tensors on the training device. Rank 0 of a pretend 2-process run, with the collectives
+    recorded (each rank's values taken as equal)."""
+    import torch.distributed as dist
+
+    from charrnn import distributed
+    from charrnn.train import run
+
+    from .conftest import tiny_job
+
+    seen = []
+
+    def all_reduce(tensor, op=None):
+        seen.append(("all_reduce", tensor.device))
+        if op == dist.ReduceOp.SUM:
+            tensor.mul_(2)
+
+    def all_gather(parts, tensor):
+        seen.append(("all_gather", tensor.device))
+        for part in parts:
+            part.copy_(tensor)
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(dist, "all_gather", all_gather)
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kwargs: model)
+    assert distributed.launched_by_torchrun()
+    run(tiny_job(tiny_corpus, tmp_path / "r", steps=4, eval_every=2))
+    model_device = torch.device("cpu")
+    assert {kind for kind, _ in seen} == {"all_reduce", "all_gather"}
+    assert all(device == model_device for _, device in seen), seen
+    state = checkpoint.load(tmp_path / "r" / "latest.pt")
+    assert state["world_size"] == 2 and state["hidden"][0][0].shape[1] == 4  # both ranks' rows, gathered
+
+
+def test_the_process_group_serves_cuda_and_cpu_tensors_on_gpus(monkeypatch):
+    """On GPUs the group is NCCL for CUDA tensors and gloo for CPU ones, so a CPU tensor cannot break a run."""
+    import torch.distributed as dist
+
+    from charrnn import distributed
+
+    backends = []
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: backends.append(backend))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    ctx = distributed.init(torch.device("cuda"))
+    assert backends == ["cpu:gloo,cuda:nccl"] and ctx.device == torch.device("cuda", 1) and ctx.rank == 1
+    distributed.init(torch.device("cpu"))
+    assert backends[-1] == "gloo"

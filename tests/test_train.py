@@ -163,7 +163,7 @@ def test_a_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_checkp
         raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CharRNNError, match="no space left on the device.*previous checkpoint is intact"):
+    with pytest.raises(CharRNNError, match="no space left on the device.*the previous latest.pt is intact"):
         run(replace(job, train=replace(job.train, steps=20), resume=True, explicit=frozenset({"steps"})))
     assert (tmp_path / "r" / "latest.pt").read_bytes() == before
     assert not list((tmp_path / "r").glob("*.tmp"))

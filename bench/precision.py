@@ -1,0 +1,113 @@
+"""Where bf16 autocast trains faster than fp32 on this machine: the table behind `--precision auto`'s rule.
+
+    python bench/precision.py                 # the grid below, about 6 minutes on a 2-core CPU
+    python bench/precision.py --quick         # fewer repeats
+
+For each cell, width and batch it times one training step (forward, backward) of charrnn's own model at
+sequence length 64, in fp32 and in bf16 autocast, alternating the two so that neither gets the machine's warm-up
+or a passing load alone, and prints fp32 time / bf16 time (above 1: bf16 is faster). `charrnn.precision`
+keeps the rule read off this table; re-run it on a new kind of CPU and compare before changing the rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from charrnn.config import Cell, ModelConfig  # noqa: E402
+from charrnn.model import CharRNN  # noqa: E402
+from charrnn.precision import autocast, bf16_runs, has_native_bf16, rule_prefers_bf16  # noqa: E402
+
+VOCAB = 103
+SEQ_LEN = 64
+GRID = {  # cell: (hidden sizes, batch sizes)
+    Cell.LSTM: ((256, 512, 768, 1024, 1536), (16, 32, 64, 128)),
+    Cell.GRU: ((256, 512, 1024), (16, 32, 128)),
+}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def speedup(cell: Cell, hidden: int, batch: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, hidden=hidden, embedding=VOCAB))
+    ids = torch.randint(0, VOCAB, (batch, SEQ_LEN))
+    device = torch.device("cpu")
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with autocast(device, bf16):
+            logits, _ = model(ids)
+        logits.float().logsumexp(-1).mean().backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    step(False), step(True)  # oneDNN builds its kernels for the shape; memory is touched
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for bf16 in (False, True):
+            times[bf16].append(step(bf16))
+    return statistics.median(times[False]) / statistics.median(times[True])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 timed repeats instead of 7")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = 3 if args.quick else 7
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"native bf16: {has_native_bf16(torch.device('cpu'))}")
+    print(f"GEMM 2048^3: fp32 {gemm_gflops(torch.float32):.0f} GFLOP/s, bf16 {gemm_gflops(torch.bfloat16):.0f} GFLOP/s")
+    if not has_native_bf16(torch.device("cpu")):
+        print("this CPU has no native bf16 (AVX512-BF16 or AMX): `--precision auto` trains in fp32 here and the "
+              "shape rule does not apply; run this on a CPU with native bf16")
+        return
+    print(f"training step (forward + backward), seq_len {SEQ_LEN}, vocabulary {VOCAB}: fp32 time / bf16 time; "
+          "* where the rule picks bf16")
+    disagreements = 0
+    for cell, (hiddens, batches) in GRID.items():
+        print(f"\n{cell.value:>6} " + "".join(f"{'batch ' + str(b):>12}" for b in batches))
+        for hidden in hiddens:
+            cells = []
+            for batch in batches:
+                if not bf16_runs("cpu", cell):
+                    cells.append(f"{'cannot run':>11} ")
+                    continue
+                ratio = speedup(cell, hidden, batch, repeats)
+                rule = rule_prefers_bf16(cell, hidden, batch)
+                disagreements += (ratio > 1.0) != rule
+                cells.append(f"{ratio:>10.2f}{'*' if rule else ' '} ")
+            print(f"{hidden:>6} " + "".join(cells), flush=True)
+    print(f"\nthe rule disagrees with this run's faster choice in {disagreements} cell(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Files and folders the user names: one atomic writer, and checks that turn a bad path into one clear line."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from charrnn.errors import CharRNNError
+
+TMP_SUFFIX = ".tmp"  # temporaries are NAME.<random>.tmp beside the file they become
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through `write(f)` to a temporary beside `path`, fsync it, then rename it over `path`, so that a
+    crash or a full disk leaves the old file (or none) and never a half-written one. The temporary's name is
+    unique, so concurrent writers (torchrun ranks building one corpus) never share one."""
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
+    except OSError as e:  # name the file the user asked for, not the temporary
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(directory: Path, name_glob: str) -> None:
+    """Temporaries a killed writer left behind for files matching `name_glob` (call only when no writer is live)."""
+    for tmp in Path(directory).glob(f"{name_glob}.*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+
+
+def output_dir(path: Path, option: str, *, named: Path | None = None) -> Path:
+    """A folder to write into, created with its parents; a file in the way or a place where nothing can be
+    written (tried by creating and removing a file there) is an error naming `named` (default: the folder)."""
+    path = Path(path)
+    named = path if named is None else named
+    if path.exists() and not path.is_dir():
+        raise CharRNNError(f"{option} {named}: {path} is a file, not a folder; choose another place")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise CharRNNError(f"{option} {named}: cannot write there ({e.strerror}); choose a writable place") from None
+    return path
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file to (over)write: not a folder; its parent folders are created; an unwritable place is an error."""
+    path = Path(path)
+    if path.is_dir():
+        raise CharRNNError(f"{option} {path}: is a folder; name a file to write")
+    output_dir(path.parent, option, named=path)
+    return path
+
+
+def input_file(path: Path, option: str) -> Path:
+    """A file to read: it exists, is not a folder, and can be opened."""
+    path = Path(path)
+    if not path.exists():
+        raise CharRNNError(f"{option} {path}: no such file; check the path")
+    if path.is_dir():
+        raise CharRNNError(f"{option} {path}: is a folder; pass a file")
+    if not os.access(path, os.R_OK):
+        raise CharRNNError(f"{option} {path}: not readable (permission denied); check its permissions")
+    return path
