@@ -5,7 +5,7 @@
 
 For each cell, width and batch it times one training step (forward, backward) of charrnn's own model at
 sequence length 64, in fp32 and in bf16 autocast, alternating the two so that neither gets the machine's warm-up
-or a passing load alone, and prints fp32 time / bf16 time (above 1: bf16 is faster). `charrnn.precision`
+or a passing load alone, and prints fp32 time / bf16 time (above 1: bf16 is faster). `charrnn.devices`
 keeps the rule read off this table; re-run it on a new kind of CPU and compare before changing the rule.
 """
 
@@ -24,8 +24,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from charrnn.config import Cell, ModelConfig  # noqa: E402
+from charrnn.devices import autocast, bf16_runs, has_native_bf16, rule_prefers_bf16  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
-from charrnn.precision import autocast, bf16_runs, has_native_bf16, rule_prefers_bf16  # noqa: E402
 
 VOCAB = 103
 SEQ_LEN = 64

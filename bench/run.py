@@ -134,7 +134,7 @@ def per_step_speed(stamps: list[float], chars_per_step: int, warmup: int) -> flo
 def train_ours(cell: str, hidden: int, layers: int, skip: bool, batch: int, seq: int, steps: int, warmup: int,
                precision: str) -> tuple[float, nn.Module]:
     from charrnn.config import Cell, TrainConfig
-    from charrnn.train import ModelOptions, TrainJob, run
+    from charrnn.training import ModelOptions, TrainJob, run
 
     corpus = synthetic_corpus(batch * seq * (steps + warmup + 2) + 10_000)
     stamps: list[float] = []
@@ -145,9 +145,8 @@ def train_ours(cell: str, hidden: int, layers: int, skip: bool, batch: int, seq:
                                      val_fraction=0.002, precision=precision))
     run(job, on_progress=lambda p: stamps.append(time.perf_counter()))
     from charrnn import checkpoint
-    from charrnn.model import from_checkpoint
 
-    model = from_checkpoint(checkpoint.load(out / "latest.pt"))
+    model, _ = checkpoint.restore_model(checkpoint.load(out / "latest.pt"))
     # stamps[k] follows step k+1; the last step also validates and saves, so it is left out.
     return per_step_speed(stamps[:-1], batch * seq, warmup), model
 
@@ -227,7 +226,6 @@ def sample_speed(model: nn.Module, plain: bool, batch: int, length: int) -> floa
 
 def worker(name: str, quick: bool, precision: str, limits: dict) -> dict:
     cell, hidden, layers, skip, batch, seq = MODELS[name]
-    big = hidden >= 1024
     steps = {256: (40, 100), 512: (10, 30), 1024: (6, 15)}[hidden][0 if quick else 1]
     plain = cell.startswith("plain")
     if plain:

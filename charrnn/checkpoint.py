@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 
 from charrnn import files
+from charrnn.config import ModelConfig, bits
 from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
 LATEST = "latest.pt"
@@ -71,6 +74,17 @@ def load(path: Path) -> dict:
         if key not in state:
             raise CharRNNError(f"{path}: checkpoint lacks '{key}'; it is incomplete, use another checkpoint")
     return state
+
+
+def restore_model(state: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab]:
+    """A loaded checkpoint's model on `device` in eval mode, and its vocabulary: the one way back from plain data."""
+    model = CharRNN(ModelConfig.from_dict(state["model_config"]))
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CharRNNError(f"checkpoint weights do not fit its model configuration ({str(e).splitlines()[0][:100]}); "
+                           "the file is damaged, use another checkpoint") from None
+    return model.to(device).eval(), Vocab.from_list(state["vocab"])
 
 
 def resolve(path: Path) -> Path:
@@ -147,7 +161,7 @@ def summarize(path: Path, state: dict) -> dict:
         "epochs": state.get("epoch"),
         "minutes": (state.get("elapsed_seconds") or 0) / 60,
         "arithmetic": {True: "bf16 autocast", False: "fp32"}.get(state.get("bf16")),  # None: saved before it was kept
-        "best_val_bits_per_char": best / math.log(2) if best is not None and math.isfinite(best) else None,
+        "best_val_bits_per_char": bits(best) if best is not None and math.isfinite(best) else None,
         "corpus": state.get("corpus"),
         "history": {
             "train": [[int(s), float(v)] for s, v in history["train"]],

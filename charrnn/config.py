@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 
 from charrnn.errors import CharRNNError
+
+LN2 = math.log(2)
+
+
+def bits(nats: float) -> float:
+    """A loss in nats as bits: the one place the unit changes (bits/char = nats/char / ln 2)."""
+    return nats / LN2
 
 
 class Cell(str, enum.Enum):
@@ -15,8 +23,15 @@ class Cell(str, enum.Enum):
     RNN = "rnn"
 
 
+class Device(str, enum.Enum):
+    AUTO = "auto"  # cuda, then mps, then cpu: charrnn.devices.pick_device
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
 class Precision(str, enum.Enum):
-    AUTO = "auto"  # bf16 where the hardware computes it natively (and is faster), else fp32: charrnn.precision
+    AUTO = "auto"  # bf16 where the hardware computes it natively and is faster for the shape: charrnn.devices
     FP32 = "fp32"
     BF16 = "bf16"
 

@@ -11,7 +11,7 @@ import importlib.util
 import os
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,24 +20,6 @@ from charrnn.errors import CharRNNError
 
 RECIPE_VERSION = 1
 HEAD_BYTES = 4096  # where code generators leave their "@generated" mark
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    description: str
-    marker: str  # the comment syntax of the marker line, e.g. "// file: c10/util/Half.h"
-
-    def root(self) -> Path:
-        return _ROOTS[self.name]()
-
-    def source_key(self) -> str:
-        return _KEYS[self.name]()
-
-    def files(self) -> list[Path]:
-        """Relative paths (sorted) of the files the corpus includes."""
-        root = self.root()
-        return sorted(p.relative_to(root) for p in _WALKS[self.name](root))
 
 
 def _torch_include() -> Path:
@@ -88,14 +70,35 @@ def _python_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-_ROOTS = {"cpp": _torch_include, "python": _stdlib}
-_KEYS = {"cpp": _torch_version, "python": lambda: "python-" + ".".join(map(str, sys.version_info[:3]))}
-_WALKS = {"cpp": _cpp_files, "python": _python_files}
+def _python_version() -> str:
+    return "python-" + ".".join(map(str, sys.version_info[:3]))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to assemble one built-in corpus from files on disk."""
+
+    name: str
+    description: str
+    marker: str  # the comment syntax of the marker line, e.g. "// file: c10/util/Half.h"
+    find_root: Callable[[], Path]  # the folder the files come from
+    source_key: Callable[[], str]  # names the source's version, so a new torch or Python gets a new cache file
+    walk: Callable[[Path], Iterator[Path]]  # the files under the root that the corpus includes
+
+    def root(self) -> Path:
+        return self.find_root()
+
+    def files(self) -> list[Path]:
+        """Relative paths (sorted) of the files the corpus includes."""
+        root = self.root()
+        return sorted(p.relative_to(root) for p in self.walk(root))
+
 
 RECIPES = {
     "cpp": Recipe("cpp", "C/C++ source: PyTorch's own headers (c10, ATen, torch/csrc) from the installed torch, "
-                  "without generated or vendored files", "//"),
-    "python": Recipe("python", "Python source: the standard library's modules, without test suites", "#"),
+                  "without generated or vendored files", "//", _torch_include, _torch_version, _cpp_files),
+    "python": Recipe("python", "Python source: the standard library's modules, without test suites", "#",
+                     _stdlib, _python_version, _python_files),
 }
 DEFAULT = "cpp"
 

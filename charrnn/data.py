@@ -23,8 +23,30 @@ def _check_readable(path: Path) -> None:
         raise CharRNNError(f"{path}: is a directory; pass a text file")
 
 
+ENCODING_FIX = "pass --encoding latin-1 (or the file's real encoding)"
+
+
 def iter_code_points(path: Path, encoding: str = "utf-8") -> Iterator[tuple[torch.Tensor, bytes]]:
     """Yield (code points as int32, raw bytes) per chunk, in bounded memory. Errors name the byte offset."""
+    for text, raw in _iter_decoded(path, encoding, ENCODING_FIX):
+        yield torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32), raw
+
+
+def read_text(path: Path, *, max_chars: int | None = None, encoding: str = "utf-8",
+              fix: str = "save it as UTF-8") -> str:
+    """A whole text file (or its first max_chars characters) as a str; a decoding error names the byte offset
+    and `fix`, what the user can do about it."""
+    parts, count = [], 0
+    for text, _ in _iter_decoded(Path(path), encoding, fix):
+        parts.append(text)
+        count += len(text)
+        if max_chars is not None and count >= max_chars:
+            break
+    return "".join(parts)[:max_chars]
+
+
+def _iter_decoded(path: Path, encoding: str, fix: str) -> Iterator[tuple[str, bytes]]:
+    """(decoded text, raw bytes) per 8 MB chunk, a character split across chunks decoded whole."""
     _check_readable(path)
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
@@ -39,14 +61,12 @@ def iter_code_points(path: Path, encoding: str = "utf-8") -> Iterator[tuple[torc
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 where = offset - pending + e.start
-                raise CharRNNError(
-                    f"{path}: not valid {encoding} at byte {where}; pass --encoding latin-1 (or the file's real encoding)"
-                ) from None
+                raise CharRNNError(f"{path}: not valid {encoding} at byte {where}; {fix}") from None
             if "\x00" in text:
                 at = offset + len(text[: text.index("\x00")].encode(encoding, errors="replace"))
                 raise CharRNNError(f"{path}: contains a NUL byte near byte {at}; this looks like a binary file, pass a text file")
             if text:
-                yield torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32), raw
+                yield text, raw
             if not raw:
                 return
             offset += len(raw)

@@ -5,35 +5,45 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn import allocator, files
-from charrnn.config import EvalConfig, Precision
+from charrnn import files, kernels
+from charrnn.config import EvalConfig, Precision, bits
 from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
+from charrnn.devices import autocast, choose_bf16
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, detach_state, from_checkpoint
-from charrnn.precision import autocast, choose_bf16
+from charrnn.model import CharRNN, detach_state
 from charrnn.vocab import Vocab
-
-LN2 = math.log(2)
 
 
 @dataclass(frozen=True)
 class EvalResult:
+    """How well a model predicted a text. `to_dict()` is `charrnn eval --json`'s object."""
+
     nats_per_char: float
     chars: int
     seconds: float
     unknown_chars: int = 0
     static_nats_per_char: float | None = None  # with dynamic evaluation: the same text scored without adapting
+    file: str | None = None  # what was scored and with which checkpoint, where known
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict:
+        report = {"nats_per_char": self.nats_per_char, "bits_per_char": self.bits_per_char,
+                  "perplexity": self.perplexity, "chars": self.chars, "unknown_chars": self.unknown_chars,
+                  "chars_per_second": self.chars_per_second, "checkpoint": self.checkpoint, "file": self.file}
+        if self.static_nats_per_char is not None:
+            report["static_bits_per_char"] = self.static_bits_per_char
+        return report
 
     @property
     def bits_per_char(self) -> float:
-        return self.nats_per_char / LN2
+        return bits(self.nats_per_char)
 
     @property
     def perplexity(self) -> float:
@@ -45,7 +55,7 @@ class EvalResult:
 
     @property
     def static_bits_per_char(self) -> float | None:
-        return None if self.static_nats_per_char is None else self.static_nats_per_char / LN2
+        return None if self.static_nats_per_char is None else bits(self.static_nats_per_char)
 
 
 def stream_layout(n: int, streams: int, burn_in: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -174,47 +184,47 @@ def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, con
 
 
 @dataclass(frozen=True)
-class EvalJob:
-    """What `charrnn eval` scores: a file, or (file None) the validation split of the training corpus."""
+class TextSource:
+    """What `charrnn eval` scores: a file, or (file None) the validation split of the corpus a checkpoint records."""
 
-    state: dict
     file: Path | None
-    config: EvalConfig = EvalConfig()
-    device: torch.device = torch.device("cpu")
-    precision: Precision = Precision.FP32  # fp32 by default: exact, comparable across machines
+    corpus: dict | None = None  # the checkpoint's record of its training corpus (path, fingerprint, split)
     encoding: str = "utf-8"
 
-    def source_path(self) -> Path:
+    def path(self) -> Path:
         if self.file is not None:
             return files.input_file(self.file, "FILE")
-        corpus = self.state.get("corpus") or {}
-        if "path" not in corpus:
+        if not self.corpus or "path" not in self.corpus:
             raise CharRNNError("the checkpoint does not record its training corpus; pass a FILE to evaluate")
-        return Path(corpus["path"])
+        return Path(self.corpus["path"])
 
     def size_hint(self) -> int:
-        path = self.source_path()
+        """Characters to score, roughly (for a progress bar)."""
+        path = self.path()
         if self.file is None:
-            return int((self.state["corpus"].get("chars") or 0) * self.state["corpus"].get("val_fraction", 0.05))
-        return path.stat().st_size if path.is_file() else 0
+            return int((self.corpus.get("chars") or 0) * self.corpus.get("val_fraction", 0.05))
+        return path.stat().st_size
 
-
-def run(job: EvalJob, *, on_chars: Callable[[int], None] | None = None) -> EvalResult:
-    model = from_checkpoint(job.state).to(job.device)
-    bf16, _ = choose_bf16(job.precision, job.device, cell=model.config.cell, hidden=model.config.hidden,
-                          batch_size=job.config.streams)
-    vocab = Vocab.from_list(job.state["vocab"])
-    path = job.source_path()
-    if job.file is not None:
-        chunks = iter_known_ids(path, vocab, strict=job.config.strict, encoding=job.encoding)
-    else:
-        corpus = job.state["corpus"]
+    def chunks(self, vocab: Vocab, strict: bool) -> Iterator[tuple[Tensor, int]]:
+        """(ids, unknown characters skipped) per chunk: a file streams in 8 MB chunks, the split is one chunk."""
+        path = self.path()
+        if self.file is not None:
+            return iter_known_ids(path, vocab, strict=strict, encoding=self.encoding)
         if not path.is_file():
             raise CharRNNError(f"the training corpus {path} no longer exists; pass a FILE to evaluate")
-        if fingerprint_file(path) != corpus["fingerprint"]:
+        if fingerprint_file(path) != self.corpus["fingerprint"]:
             raise CharRNNError(f"the training corpus {path} has changed since training (fingerprint differs), "
                                "so its validation split is not the one held out; pass a FILE to evaluate")
-        _, val_ids = read_corpus(path, vocab=vocab).split(corpus.get("val_fraction", 0.05))
-        chunks = iter([(val_ids, 0)])
-    allocator.keep_freed_memory()  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
-    return evaluate_chunks(model, chunks, config=job.config, bf16=bf16, on_chars=on_chars)
+        _, val_ids = read_corpus(path, vocab=vocab).split(self.corpus.get("val_fraction", 0.05))
+        return iter([(val_ids, 0)])
+
+
+def run(model: CharRNN, vocab: Vocab, source: TextSource, *, config: EvalConfig = EvalConfig(),
+        precision: Precision = Precision.FP32, on_chars: Callable[[int], None] | None = None) -> EvalResult:
+    """Score `source` with the model; fp32 unless asked (exact, comparable across machines)."""
+    device = next(model.parameters()).device
+    bf16, _ = choose_bf16(precision, device, cell=model.config.cell, hidden=model.config.hidden,
+                          batch_size=config.streams)
+    chunks = source.chunks(vocab, config.strict)
+    kernels.keep_freed_memory(device)  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
+    return replace(evaluate_chunks(model, chunks, config=config, bf16=bf16, on_chars=on_chars), file=str(source.path()))

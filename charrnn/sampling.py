@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from charrnn import onednn
+from charrnn import kernels
 from charrnn.config import Cell, SampleConfig
-from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
 
@@ -40,13 +39,13 @@ class FastStepper:
     skip input and the recurrent input of a layer share one addmm; LSTM gates are reordered (i, f, o, g)
     so one sigmoid and one tanh cover them. Matches CharRNN.forward to float tolerance (tested).
 
-    On the CPU the products go through oneDNN where torch has it (charrnn.onednn): at batch 1 it streams the
-    weights about twice as fast as torch.addmm (2 x 1024: 1,048 vs 379 chars/s, bench/RESULTS.md).
+    The products go through `kernels.batch1_products`: oneDNN on the CPU where torch has it (faster at batch 1,
+    bench/RESULTS.md), torch.addmm elsewhere.
     """
 
     def __init__(self, model: CharRNN):
         c = model.config
-        self.onednn = onednn.serves(model.head.weight)
+        self.products = kernels.batch1_products(model.head.weight)
         self.cell = c.cell
         self.hidden = c.hidden
         self.skip = c.skip
@@ -78,16 +77,12 @@ class FastStepper:
             self.head_b = model.head.bias.clone()
 
     def _matrix(self, w: Tensor) -> Tensor:
-        """A (K, N) matrix as _addmm wants it: (N, K) for oneDNN, (K, N) for torch.addmm."""
-        return (w.T if self.onednn else w).contiguous()
+        """A (K, N) matrix in the layout `_addmm` wants."""
+        return self.products.matrix(w)
 
     def _addmm(self, bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
         """bias (N,) or (B, N) + x (B, K) @ w."""
-        if not self.onednn:
-            return torch.addmm(bias, x, w)
-        if bias.dim() == 1 or bias.shape[0] == 1:
-            return onednn.linear(x, w, bias.reshape(-1))  # the bias add fused into the product
-        return onednn.linear(x, w).add_(bias)
+        return self.products.addmm(bias, x, w)
 
     def initial_state(self, model_state) -> list[tuple[Tensor, ...]]:
         """From CharRNN's state ((1, B, H) tensors) to this stepper's ((B, H) tensors)."""
@@ -142,12 +137,6 @@ def make_generator(random_seed: int | None, device: torch.device) -> torch.Gener
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def prepare_seed(vocab: Vocab, seed_text: str, drop_unknown: bool) -> str:
-    """The seed as the model will read it: unknown characters are an error, or dropped with --drop-unknown."""
-    ids = vocab.encode(seed_text, drop_unknown=drop_unknown)
-    return vocab.decode(ids)
-
-
 @torch.inference_mode()
 def generate(model: CharRNN, vocab: Vocab, seed_text: str, config: SampleConfig,
              generator: torch.Generator) -> Iterator[list[str]]:
@@ -185,16 +174,3 @@ def generate(model: CharRNN, vocab: Vocab, seed_text: str, config: SampleConfig,
         if not active.any():
             return
         logits, state = stepper.step(ids, state)
-
-
-def load_for_sampling(state: dict, device: torch.device) -> tuple[CharRNN, Vocab]:
-    from charrnn.model import from_checkpoint
-
-    model = from_checkpoint(state).to(device)
-    model.eval()
-    return model, Vocab.from_list(state["vocab"])
-
-
-def check_seed_not_empty_after_drop(seed: str, prepared: str) -> None:
-    if seed and not prepared:
-        raise CharRNNError("every character of the seed is unknown to the model; give a seed in the corpus's alphabet")

@@ -7,11 +7,11 @@ and `charrnn corpus list | grep cpp` work line by line.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-
 import sys
 
 from rich.console import Console
+
+from charrnn.config import bits
 
 err = Console(stderr=True, highlight=False)
 UNWRAPPED_WIDTH = 10_000  # a table for a pipe or file: as wide as its content, never folded at 80 columns
@@ -45,7 +45,7 @@ class TrainProgress:
                             bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining} {postfix}")
         val = f" val {p.val_bits:.3f}" if p.val_bits is not None else ""
         total = f"/{p.total_steps}" if p.total_steps else ""
-        train_bits = p.train_nats / math.log(2)
+        train_bits = bits(p.train_nats)
         self.bar.set_postfix_str(f"step {p.step}{total} bits/char: train {train_bits:.3f}{val} "
                                  f"{p.chars_per_second:,.0f} chars/s", refresh=False)
         self.bar.update(int(p.fraction_done * 1000) - self.bar.n)
@@ -125,11 +125,10 @@ def show_info(summary: dict) -> None:
         ("fingerprint", f"sha256 {corpus.get('fingerprint', '?')}"),
     ]
     history = summary["history"]
-    log2 = math.log(2)
     if history["train"]:
-        train_bits = [v / log2 for _, v in history["train"]]
+        train_bits = [bits(v) for _, v in history["train"]]
         rows.append(("train bits/char", f"{sparkline(train_bits)}  {train_bits[0]:.2f} → {train_bits[-1]:.2f}"))
     if history["val"]:
-        val_bits = [v / log2 for _, v, _ in history["val"]]
+        val_bits = [bits(v) for _, v, _ in history["val"]]
         rows.append(("val bits/char", f"{sparkline(val_bits)}  {val_bits[0]:.2f} → {val_bits[-1]:.2f}"))
     key_value_table("charrnn info", rows)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
-from charrnn.train import ModelOptions, TrainJob, run  # noqa: E402
+from charrnn.training import ModelOptions, TrainJob, run  # noqa: E402
 
 TINY_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40  # 1,800 chars, 29 distinct
 

@@ -11,7 +11,7 @@ PROBE = """
 import resource, sys, warnings
 warnings.filterwarnings("ignore")
 import torch
-from charrnn import allocator
+from charrnn.cpu import allocator
 if sys.argv[1] == "tuned":
     assert allocator.keep_freed_memory()
 
@@ -44,6 +44,6 @@ def test_large_buffers_are_reused_from_step_to_step_without_page_faults():
 
 
 def test_the_environment_can_leave_malloc_alone():
-    probe = "import os, sys; from charrnn import allocator; sys.exit(allocator.keep_freed_memory())"
+    probe = "import os, sys; from charrnn.cpu import allocator; sys.exit(allocator.keep_freed_memory())"
     done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "CHARRNN_KEEP_FREED_MEMORY": "0"})
     assert done.returncode == 0  # False: nothing was changed

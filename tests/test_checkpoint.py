@@ -7,7 +7,7 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, from_checkpoint
+from charrnn.model import CharRNN
 
 from .conftest import tiny_config
 
@@ -22,7 +22,7 @@ def saved_model(path):
 
 def test_round_trip_gives_identical_logits(tmp_path):
     model = saved_model(tmp_path / "m.pt").eval()
-    loaded = from_checkpoint(checkpoint.load(tmp_path / "m.pt")).eval()
+    loaded, _ = checkpoint.restore_model(checkpoint.load(tmp_path / "m.pt"))
     ids = torch.randint(0, 29, (2, 9))
     assert torch.equal(model(ids)[0], loaded(ids)[0])
 

@@ -92,7 +92,8 @@ def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
     (["--length", "-5"], "--length"),
     (["--num-samples", "0"], "--num-samples"),
     (["--seed", "XYZ"], "--drop-unknown"),
-    (["--device", "cuda"] if not torch.cuda.is_available() else ["--temperature", "-2"], "cuda" if not torch.cuda.is_available() else "--temperature"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--temperature", "-2"],
+     "cuda" if not torch.cuda.is_available() else "--temperature"),
 ])
 def test_bad_sample_options_get_one_clear_line(runner, memorised_run, args, message):
     result = runner.invoke(app, ["sample", "-c", str(memorised_run), *args])
@@ -188,7 +189,7 @@ def test_the_progress_bar_shows_train_and_validation_loss_in_bits_per_char(capsy
     import math
 
     from charrnn import ui
-    from charrnn.train import Progress
+    from charrnn.training import Progress
 
     bar = ui.TrainProgress(quiet=False)
     bar(Progress(step=10, total_steps=100, epoch=0.1, train_nats=2 * math.log(2), val_bits=1.5,

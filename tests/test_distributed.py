@@ -52,7 +52,7 @@ def test_every_collective_the_training_loop_issues_gets_tensors_on_the_models_de
     import torch.distributed as dist
 
     from charrnn import distributed
-    from charrnn.train import run
+    from charrnn.training import run
 
     from .conftest import tiny_job
 

@@ -8,7 +8,7 @@ from charrnn import checkpoint
 from charrnn.cli import app
 from charrnn.config import EvalConfig
 from charrnn.evaluate import EvalResult, dynamic_losses_per_char, losses_per_char, stream_layout
-from charrnn.model import CharRNN, from_checkpoint
+from charrnn.model import CharRNN
 
 from .conftest import TINY_TEXT, tiny_config
 
@@ -26,7 +26,7 @@ def test_every_target_is_scored_exactly_once_whatever_the_layout():
 
 
 def test_many_streams_score_close_to_one_stream(memorised_run):
-    model = from_checkpoint(checkpoint.load(memorised_run / "best.pt"))
+    model, _ = checkpoint.restore_model(checkpoint.load(memorised_run / "best.pt"))
     vocab = checkpoint.load(memorised_run / "best.pt")["vocab"]
     ids = torch.tensor([vocab.index(c) for c in TINY_TEXT])
     one = losses_per_char(model, ids, config=EvalConfig(streams=1, burn_in=64)).mean()

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from charrnn import gru, onednn
 from charrnn.config import Cell
+from charrnn.cpu import gru, onednn
 from charrnn.model import CharRNN
 
 from .conftest import tiny_config
@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build
 
 def test_the_fast_layer_matches_nn_gru_in_outputs_state_and_every_gradient():
     torch.manual_seed(0)
-    B, T, I, H = 3, 11, 5, 7
-    reference = nn.GRU(I, H, batch_first=True)
-    x = torch.randn(B, T, I, requires_grad=True)
+    B, T, IN, H = 3, 11, 5, 7
+    reference = nn.GRU(IN, H, batch_first=True)
+    x = torch.randn(B, T, IN, requires_grad=True)
     h0 = torch.randn(B, H, requires_grad=True)
     weights = (reference.weight_ih_l0, reference.weight_hh_l0, reference.bias_ih_l0, reference.bias_hh_l0)
 
@@ -46,12 +46,13 @@ def test_without_gradients_the_layer_gives_the_same_outputs():
 @pytest.mark.parametrize("skip", [True, False])
 def test_charrnn_gru_trains_the_same_on_the_fast_path_and_on_nn_gru(skip):
     torch.manual_seed(2)
-    model = CharRNN(tiny_config(cell=Cell.GRU, skip=skip))
+    fast = CharRNN(tiny_config(cell=Cell.GRU, skip=skip))
+    assert isinstance(fast.layers[0], gru.OneDNNGRU)
+    plain = CharRNN(tiny_config(cell=Cell.GRU, skip=skip), layer_type=lambda name: getattr(nn, name))
+    plain.load_state_dict(fast.state_dict())  # the subclass keeps nn.GRU's parameters and state_dict keys
     ids = torch.randint(0, 29, (4, 13))
     results = []
-    for fast in (True, False):
-        model.fast_cpu_gru = fast
-        model.zero_grad()
+    for model in (fast, plain):
         state = model.initial_state(4)
         logits, state = model(ids[:, :6], state)
         logits2, state = model(ids[:, 6:], state)  # state carried across windows, as in training

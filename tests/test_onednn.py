@@ -3,9 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from charrnn import onednn
 from charrnn.config import Cell
+from charrnn.cpu import onednn
 from charrnn.model import CharRNN
 
 from .conftest import tiny_config
@@ -40,12 +41,13 @@ def test_gradients_flow_only_where_asked():
 @pytest.mark.parametrize("cell", [Cell.LSTM, Cell.GRU])
 def test_charrnn_trains_the_same_with_the_onednn_head_and_nn_linear(cell):
     torch.manual_seed(3)
-    model = CharRNN(tiny_config(cell=cell))
+    fast = CharRNN(tiny_config(cell=cell))
+    assert isinstance(fast.head, onednn.OneDNNLinear)
+    plain = CharRNN(tiny_config(cell=cell), layer_type=lambda name: getattr(nn, name))
+    plain.load_state_dict(fast.state_dict())
     ids = torch.randint(0, 29, (4, 9))
     results = []
-    for fast in (True, False):
-        model.fast_cpu_head = fast
-        model.zero_grad()
+    for model in (fast, plain):
         logits, _ = model(ids)
         F.cross_entropy(logits.transpose(1, 2), ids).backward()
         results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))

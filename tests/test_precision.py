@@ -9,10 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charrnn import checkpoint, precision
+from charrnn import checkpoint
+from charrnn import devices as precision
 from charrnn.config import Cell, Precision
 from charrnn.errors import CharRNNError
-from charrnn.train import ModelOptions, run
+from charrnn.training import ModelOptions, run
 
 from .conftest import tiny_job
 

@@ -2,12 +2,10 @@
 
 import string
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn import checkpoint
 from charrnn.cli import app
 from charrnn.vocab import Vocab
 

@@ -5,14 +5,14 @@ from charrnn import checkpoint
 from charrnn.config import Cell, SampleConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.sampling import FastStepper, choose_next, generate, load_for_sampling, prepare_seed
+from charrnn.sampling import FastStepper, choose_next, generate
 
 from .conftest import TINY_TEXT, tiny_config
 
 
 @pytest.fixture
 def memorised(memorised_run):
-    return load_for_sampling(checkpoint.load(memorised_run / "best.pt"), torch.device("cpu"))
+    return checkpoint.restore_model(checkpoint.load(memorised_run / "best.pt"), torch.device("cpu"))
 
 
 def text(model, vocab, seed, random_seed=0, **options):
@@ -58,11 +58,15 @@ def test_stop_ends_the_sample_at_the_string(memorised):
     assert out.endswith("dog.") and out.count("dog.") == 1
 
 
-def test_unknown_seed_characters_are_named_or_dropped(memorised):
-    _, vocab = memorised
+def test_unknown_seed_characters_are_named_or_dropped(memorised_run):
+    import charrnn
+
+    model = charrnn.load(memorised_run, device="cpu")
     with pytest.raises(CharRNNError, match="'Z'.*--drop-unknown"):
-        prepare_seed(vocab, "the Zebra", drop_unknown=False)
-    assert prepare_seed(vocab, "the Zebra", drop_unknown=True) == "the ebra"
+        model.prepare_seed("the Zebra", drop_unknown=False)
+    assert model.prepare_seed("the Zebra", drop_unknown=True) == "the ebra"
+    with pytest.raises(CharRNNError, match="every character of the seed is unknown"):
+        model.prepare_seed("ZZZ", drop_unknown=True)
 
 
 def test_top_p_keeps_only_the_nucleus():
@@ -83,7 +87,8 @@ def test_top_k_keeps_only_the_k_most_likely():
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("use_onednn", [True, False])
 def test_fast_sampler_matches_training_forward(cell, skip, batch, use_onednn, monkeypatch):
-    from charrnn import onednn
+    from charrnn import kernels
+    from charrnn.cpu import onednn
 
     if use_onednn and not onednn.available():
         pytest.skip("this torch build has no oneDNN linear op")
@@ -94,7 +99,8 @@ def test_fast_sampler_matches_training_forward(cell, skip, batch, use_onednn, mo
     with torch.no_grad():
         full, _ = model(ids)
     stepper = FastStepper(model)
-    assert stepper.onednn is use_onednn
+    assert (stepper.products is onednn.Batch1Products) is use_onednn
+    assert (stepper.products is kernels.PlainProducts) is not use_onednn
     state = stepper.initial_state(model.initial_state(batch))
     steps = []
     for t in range(12):

@@ -9,7 +9,7 @@ import torch
 from charrnn import checkpoint
 from charrnn.config import Schedule, TrainConfig
 from charrnn.errors import CharRNNError
-from charrnn.train import lr_at, run
+from charrnn.training import lr_at, run
 
 from .conftest import tiny_job
 
@@ -42,7 +42,7 @@ def test_resuming_continues_the_run_exactly(tiny_corpus, tmp_path):
 
 
 def test_resuming_with_dropout_restores_the_random_state(tiny_corpus, tmp_path):
-    from charrnn.train import ModelOptions
+    from charrnn.training import ModelOptions
 
     jobs = [replace(tiny_job(tiny_corpus, tmp_path / name, steps=s, schedule=Schedule.CONSTANT),
                     model=ModelOptions(hidden=16, embedding=8, dropout=0.3)) for name, s in (("a", 16), ("b", 8))]
@@ -138,7 +138,7 @@ def test_epochs_budget_counts_passes_over_the_text(tiny_corpus, tmp_path):
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message(tiny_corpus, tmp_path, monkeypatch):
-    import charrnn.train as training
+    import charrnn.training as training
 
     real = training.F.cross_entropy
     calls = {"n": 0}

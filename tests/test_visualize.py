@@ -4,18 +4,17 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import torch
 
-from charrnn import checkpoint, visualize
+from charrnn import checkpoint
 from charrnn.cli import app
 from charrnn.config import EvalConfig, TrainConfig
 from charrnn.evaluate import losses_per_char
-from charrnn.model import from_checkpoint
-from charrnn.sampling import load_for_sampling
-from charrnn.train import ModelOptions, TrainJob, run
+from charrnn.training import ModelOptions, TrainJob, run
+from charrnn.visualize import cells
+from charrnn.visualize.trace import trace
 
 from .conftest import TINY_TEXT
 
@@ -69,7 +68,7 @@ def test_per_character_losses_in_the_page_match_eval(memorised_run, runner, tmp_
     state = checkpoint.load(memorised_run / "best.pt")
     vocab = state["vocab"]
     ids = torch.tensor([vocab.index(c) for c in text])
-    bits = losses_per_char(from_checkpoint(state), ids, config=EvalConfig(streams=1)) / torch.log(torch.tensor(2.0))
+    bits = losses_per_char(checkpoint.restore_model(state)[0], ids, config=EvalConfig(streams=1)) / torch.log(torch.tensor(2.0))
     assert values[0] is None
     assert torch.allclose(torch.tensor(values[1:], dtype=torch.float32), bits, atol=2e-3)
 
@@ -105,12 +104,12 @@ def test_find_cells_finds_the_cell_that_tracks_string_literals(tmp_path):
                    model=ModelOptions(hidden=32, embedding=16, dropout=0.0),
                    train=TrainConfig(seq_len=64, batch_size=16, lr=1e-2, steps=400, eval_every=200, val_fraction=0.05))
     run(job)
-    model, vocab = load_for_sampling(checkpoint.load(tmp_path / "run" / "best.pt"), torch.device("cpu"))
+    model, vocab = checkpoint.restore_model(checkpoint.load(tmp_path / "run" / "best.pt"))
     sample = quoted_text(random.Random(1), 150)
-    best = max(abs(m.correlation) for m in visualize.find_cells(visualize.trace(model, vocab, sample))
+    best = max(abs(m.correlation) for m in cells.find_cells(trace(model, vocab, sample))
                if m.feature == "inside string literal")
     torch.manual_seed(0)
-    untrained = max(abs(m.correlation) for m in visualize.find_cells(visualize.trace(
+    untrained = max(abs(m.correlation) for m in cells.find_cells(trace(
         type(model)(model.config).eval(), vocab, sample)) if m.feature == "inside string literal")
     # Threshold: an untrained model of the same shape stays below it (checked here), a trained one must exceed it.
     assert untrained < 0.6 < best, (untrained, best)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -36,6 +36,33 @@ def serves(x: Tensor) -> bool:
     """Whether oneDNN's fp32 linear should compute with x: fp32 CPU tensors outside autocast, op available."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
             and available())
+
+
+class OneDNNLinear(nn.Linear):
+    """nn.Linear (same parameters and state_dict keys) whose forward and backward run through oneDNN on the CPU
+    in fp32: 2-2.5x torch's speed at the output layer's shapes (bench/RESULTS.md, session 3)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if serves(x):
+            return trainable_linear(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class Batch1Products:
+    """The sampler's per-step products `bias + x @ w` through oneDNN, which streams the weights about twice as
+    fast as torch.addmm at batch 1 (2 x 1024: 1,048 vs 379 chars/s, bench/RESULTS.md)."""
+
+    @staticmethod
+    def matrix(w: Tensor) -> Tensor:
+        """A (K, N) weight as `addmm` wants it: (N, K), contiguous."""
+        return w.T.contiguous()
+
+    @staticmethod
+    def addmm(bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
+        """bias (N,) or (B, N) + x (B, K) @ w, with w from `matrix`."""
+        if bias.dim() == 1 or bias.shape[0] == 1:
+            return linear(x, w, bias.reshape(-1))  # the bias add fused into the product
+        return linear(x, w).add_(bias)
 
 
 def trainable_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

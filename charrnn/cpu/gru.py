@@ -9,16 +9,28 @@ candidate) with its own forward and backward:
 - each step does one (B, H) x (H, 3H) product and a few elementwise ops, forward and backward;
 - the weight gradients are one large product each, after the loop.
 
-Every product goes through charrnn.onednn, 2-3x torch.mm's speed there. CharRNN uses this layer where
-`onednn.serves()` its input (fp32 on the CPU outside autocast, op present), and nn.GRU elsewhere.
+Every product goes through oneDNN (charrnn.cpu.onednn), 2-3x torch.mm's speed there. `OneDNNGRU` is an
+nn.GRU (same parameters, same state_dict keys) that takes this path where `onednn.serves()` its input (fp32 on
+the CPU outside autocast, op present) and nn.GRU's own elsewhere.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from charrnn import onednn
+from charrnn.cpu import onednn
+
+
+class OneDNNGRU(nn.GRU):
+    """nn.GRU whose single batch-first layer runs `gru_layer` on the CPU in fp32."""
+
+    def forward(self, x: Tensor, hx: Tensor | None = None):  # x (B, T, I), hx (1, B, H)
+        if self.num_layers != 1 or self.bidirectional or not self.batch_first or not onednn.serves(x):
+            return super().forward(x, hx)
+        h0 = x.new_zeros(len(x), self.hidden_size) if hx is None else hx[0]
+        out, h = gru_layer(x, h0, self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0)
+        return out, h.unsqueeze(0)
 
 
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:

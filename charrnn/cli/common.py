@@ -1,29 +1,23 @@
-"""What every command module of the command line shares: error mapping, options, checkpoint loading."""
+"""What every command module of the command line shares: error mapping, the broken-pipe guard, options."""
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from charrnn.config import Device
 from charrnn.errors import CharRNNError
-
-RUNS_DIR = Path("runs")
-
-
-class Device(str, Enum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
 
 
 @contextmanager
 def user_errors():
-    """CharRNNError becomes one stderr line and its exit code; Ctrl-C exits 130 without a traceback. An OSError
+    """CharRNNError becomes one stderr line and its exit code; Ctrl-C exits 130 without a traceback; a closed
+    stdout ends the command quietly with 0 (the one broken-pipe guard). An OSError
     that no check foresaw (a disk that fills, a file that vanishes) still gets one line naming the file."""
     from charrnn import ui
 
@@ -36,7 +30,9 @@ def user_errors():
         ui.message("interrupted")
         raise typer.Exit(130) from None
     except BrokenPipeError:
-        raise  # the reader of stdout went away: main() ends quietly
+        # The reader went away (`| head`): stop, exit 0, and point stdout at devnull so the exit flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         ui.message(f"error: {where}{e.strerror or e}; check the path, its permissions and the free space")
@@ -52,11 +48,3 @@ def given_options(ctx: typer.Context) -> frozenset[str]:
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="A .pt file or a run directory (its best.pt). Default: the most recent run under runs/.")]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, then mps, then cpu.")]
-
-
-def load_checkpoint(path: Path | None):
-    """(resolved path, checkpoint dict) for --checkpoint, or the newest run under runs/ when it is omitted."""
-    from charrnn import checkpoint as ckpt
-
-    resolved = ckpt.resolve(path) if path is not None else ckpt.latest_run(RUNS_DIR)
-    return resolved, ckpt.load(resolved)

@@ -1,4 +1,5 @@
-"""Which arithmetic a run computes in: fp32, or bf16 autocast. One entry point, `choose_bf16`, for every command.
+"""Where a run computes and in which arithmetic: `pick_device` and `choose_bf16`, the one meaning of `auto` for
+every command (train and eval alike).
 
 `auto` decides from facts that are the same on every run on one machine: the device, whether its hardware
 multiplies bf16 natively, whether this torch build can run the cell in bf16 at all, and the model's and
@@ -19,12 +20,28 @@ from contextlib import nullcontext
 
 import torch
 
-from charrnn.config import Cell, Precision
+from charrnn.config import Cell, Device, Precision
 from charrnn.errors import CharRNNError
 
 # An LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
 WIDE_LSTM_HIDDEN = 1024
 WIDE_LSTM_BF16_BATCH = 128
+
+
+def pick_device(name: Device | str) -> torch.device:
+    """auto: cuda, then Apple's mps, then cpu. Asking for a device this machine lacks is an error that says so."""
+    try:
+        name = Device(name)
+    except ValueError:
+        raise CharRNNError(f"--device {name!r} is not one of {', '.join(d.value for d in Device)}") from None
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name is Device.AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if name is Device.CUDA and not torch.cuda.is_available():
+        raise CharRNNError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    if name is Device.MPS and not mps:
+        raise CharRNNError("--device mps: Apple MPS is not available on this machine; use --device cpu or auto")
+    return torch.device(name.value)
 
 
 def has_native_bf16(device: torch.device) -> bool:

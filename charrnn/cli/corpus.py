@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli_common import user_errors
+from charrnn.cli.common import user_errors
 from charrnn.errors import CharRNNError
 
 corpus_app = typer.Typer(help="Built-in corpora, assembled from files every installation has.", no_args_is_help=True)

@@ -1,15 +1,13 @@
-"""The command line: parse options into configs, make one call per command, map errors to one stderr line.
+"""The Typer app and its main commands (train, sample, eval): parse options, make one call to charrnn.api, print.
 
-This module holds the app and the main commands (train, sample, eval); cli_inspect (info, show) and
-cli_corpus (corpus list|build) hold the rest, over cli_common's shared pieces. The cli modules are the only
-ones that import typer and the only writers to stdout. Commands import torch-heavy modules inside their
-bodies so that `charrnn --help` answers without waiting for torch to load.
+inspect_commands (info, show) and corpus (corpus list|build) hold the rest, over common's shared pieces. The
+cli package is the only one that imports typer and the only writer to stdout. Commands import the API inside
+their bodies so that `charrnn --help` answers without waiting for torch to load.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,12 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn import __version__, cli_inspect
-from charrnn.cli_common import (RUNS_DIR, CheckpointOption, Device, DeviceOption, given_options, load_checkpoint,
-                                user_errors)
-from charrnn.cli_corpus import corpus_app
-from charrnn.config import Cell, Precision, Schedule
-from charrnn.errors import CharRNNError
+from charrnn import __version__
+from charrnn.cli import inspect_commands
+from charrnn.cli.common import CheckpointOption, DeviceOption, given_options, user_errors
+from charrnn.cli.corpus import corpus_app
+from charrnn.config import Cell, Device, Precision, Schedule
 
 # torch warns on import when numpy is absent; charrnn never needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -87,7 +84,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest.pt, exactly where it stopped.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run, or resume on a corpus whose text changed.")] = False,
     device: DeviceOption = Device.AUTO,
-    random_seed: Annotated[int, typer.Option(help="Seed for initialisation and dropout. With --steps or --epochs the same seed gives the same run, bit "
+    random_seed: Annotated[int, typer.Option(
+        help="Seed for initialisation and dropout. With --steps or --epochs the same seed gives the same run, bit "
              "for bit; with --minutes the clock decides the last step and the learning-rate decay, so runs differ.")] = 0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
@@ -95,25 +93,13 @@ def train(
 ):
     """Train a model on a text file or a built-in corpus; checkpoints go to the run directory."""
     with user_errors():
-        from charrnn import corpora, train as training, ui
-        from charrnn.config import TrainConfig
+        from charrnn import api, ui
 
-        explicit = given_options(ctx)
-        if threads is not None and threads < 1:
-            raise CharRNNError(f"--threads must be at least 1, got {threads}")
-        path, name = corpora.resolve(corpus)
-        job = training.TrainJob(
-            corpus_path=path, corpus_name=name, out=out or RUNS_DIR / name,
-            model=training.ModelOptions(cell=cell, layers=layers, hidden=hidden, embedding=embedding, skip=skip, dropout=dropout),
-            train=TrainConfig(seq_len=seq_len, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
-                              grad_clip=grad_clip, steps=steps, epochs=epochs, minutes=minutes, val_fraction=val_fraction,
-                              eval_every=eval_every, random_seed=random_seed, precision=precision),
-            explicit=explicit, resume=resume, force=force, device=device.value, threads=threads, encoding=encoding)
-        if embedding is not None and embedding < 1:
-            raise CharRNNError(f"--embedding must be greater than 0, got {embedding}")
+        given = given_options(ctx)
+        options = {name: value for name, value in ctx.params.items() if name in given and name in api.TRAIN_OPTIONS}
         progress = ui.TrainProgress(quiet)
         try:
-            result = training.run(job, on_progress=progress, log=(lambda s: None) if quiet else ui.message)
+            result = api.train(corpus, on_progress=progress, log=None if quiet else ui.message, **options)
         finally:
             progress.close()
         if not result.main_process:
@@ -125,7 +111,6 @@ def train(
             ui.message(f"saved {result.run_dir}/latest.pt; continue with: charrnn train {corpus or ''} "
                        f"--out {result.run_dir} --resume".replace("  ", " "))
             raise typer.Exit(130)
-
 
 
 class _StdoutWriter:
@@ -160,45 +145,35 @@ def sample(
     length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample.")] = 1000,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy (argmax).")] = 0.8,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters.", show_default=False)] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling: the smallest set of characters with this total probability.", show_default=False)] = None,
+    top_p: Annotated[Optional[float], typer.Option(
+        help="Nucleus sampling: the smallest set of characters with this total probability.", show_default=False)] = None,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated together as one batch.")] = 1,
     out_dir: Annotated[Optional[Path], typer.Option(help="Write each sample to DIR/sample-NNN.txt instead of stdout.", show_default=False)] = None,
-    random_seed: Annotated[Optional[int], typer.Option(help="Seed for sampling: the same seed and options give the same text. Default: random.", show_default=False)] = None,
-    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample once it emits this string (included). Repeatable.", show_default=False)] = None,
+    random_seed: Annotated[Optional[int], typer.Option(
+        help="Seed for sampling: the same seed and options give the same text. Default: random.", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(
+        help="End a sample once it emits this string (included). Repeatable.", show_default=False)] = None,
     no_echo: Annotated[bool, typer.Option("--no-echo", help="Do not print the seed before the generated text.")] = False,
     drop_unknown: Annotated[bool, typer.Option(help="Drop seed characters the model does not know instead of failing.")] = False,
     device: DeviceOption = Device.AUTO,
 ):
     """Generate text from a trained model and stream it to stdout."""
     with user_errors():
-        from charrnn import files, sampling, train as training
-        from charrnn.config import SampleConfig
+        from charrnn import api, data, files
 
-        config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples,
-                              random_seed=random_seed, stop=tuple(stop or ()), echo=not no_echo, drop_unknown=drop_unknown)
         if out_dir is not None:
             files.output_dir(out_dir, "--out-dir")
         if seed_file is not None:
-            try:
-                seed = files.input_file(seed_file, "--seed-file").read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise CharRNNError(f"{seed_file}: not valid UTF-8 at byte {e.start}; save the seed file as UTF-8") from None
-        torch_device = training.pick_device(device.value)
-        _, state = load_checkpoint(checkpoint)
-        model, vocab = sampling.load_for_sampling(state, torch_device)
-        seed_text = sampling.prepare_seed(vocab, seed, drop_unknown)
-        sampling.check_seed_not_empty_after_drop(seed, seed_text)
-        pieces = sampling.generate(model, vocab, seed_text, config, sampling.make_generator(random_seed, torch_device))
-        prefix = seed_text if config.echo else ""
+            seed = data.read_text(files.input_file(seed_file, "--seed-file"), fix="save the seed file as UTF-8")
+        model = api.load(checkpoint, device=device)
+        pieces = model.stream_samples(seed, num_samples=num_samples, length=length, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, random_seed=random_seed, stop=stop or (),
+                                      drop_unknown=drop_unknown)
+        prefix = "" if no_echo else model.prepare_seed(seed, drop_unknown=drop_unknown)
         if out_dir is not None:
             _write_sample_files(out_dir, pieces, prefix, num_samples)
-            return
-        try:
-            _stream_samples(pieces, prefix, num_samples)
-        except BrokenPipeError:
-            # The reader went away (`| head`): stop generating, exit 0, and keep the exit-time flush from failing.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
+        else:
+            _stream_samples(pieces, prefix, num_samples)  # a reader that goes away (`| head`): main() ends quietly
 
 
 def _stream_samples(pieces, prefix: str, num_samples: int) -> None:
@@ -254,36 +229,21 @@ def evaluate_command(
 ):
     """Measure how well a model predicts text: nats and bits per character, perplexity."""
     with user_errors():
-        from charrnn import evaluate, train as training, ui
-        from charrnn.config import EvalConfig
+        from charrnn import api, ui
 
-        config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_window=dynamic_window)
-        torch_device = training.pick_device(device.value)
-        path, state = load_checkpoint(checkpoint)
-        job = evaluate.EvalJob(state=state, file=file, config=config, device=torch_device, precision=precision,
-                               encoding=encoding)
-        progress = ui.CountProgress(job.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
+        model = api.load(checkpoint, device=device)
+        source = model.text_source(file, encoding=encoding)
+        progress = ui.CountProgress(source.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
         try:
-            result = evaluate.run(job, on_chars=progress)
+            result = model.evaluate(source, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_window=dynamic_window,
+                                    streams=streams, strict=strict, precision=precision, on_chars=progress)
         finally:
             progress.close()
-        report = {
-            "nats_per_char": result.nats_per_char,
-            "bits_per_char": result.bits_per_char,
-            "perplexity": result.perplexity,
-            "chars": result.chars,
-            "unknown_chars": result.unknown_chars,
-            "chars_per_second": result.chars_per_second,
-            "checkpoint": str(path),
-            "file": str(job.source_path()),
-        }
-        if dynamic:
-            report["static_bits_per_char"] = result.static_bits_per_char
         if json_output:
-            sys.stdout.write(json.dumps(report) + "\n")
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
             return
-        rows = [("file", report["file"]), ("checkpoint", str(path)),
-                ("characters", f"{result.chars:,}" + (f" ({result.unknown_chars:,} unknown skipped)" if result.unknown_chars else "")),
+        unknown = f" ({result.unknown_chars:,} unknown skipped)" if result.unknown_chars else ""
+        rows = [("file", result.file), ("checkpoint", result.checkpoint), ("characters", f"{result.chars:,}{unknown}"),
                 ("nats/char", f"{result.nats_per_char:.4f}"), ("bits/char", f"{result.bits_per_char:.4f}"),
                 ("perplexity", f"{result.perplexity:.3f}"), ("speed", f"{result.chars_per_second:,.0f} chars/s")]
         if dynamic:
@@ -292,15 +252,10 @@ def evaluate_command(
 
 
 # Registered after train, sample and eval so that --help lists the commands in the order a user needs them.
-app.command()(cli_inspect.info)
-app.command()(cli_inspect.show)
+app.command()(inspect_commands.info)
+app.command()(inspect_commands.show)
 app.add_typer(corpus_app, name="corpus")
 
 
 def main() -> None:
-    try:
-        app()
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly; point stdout at devnull so the exit flush cannot fail.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    app()

@@ -1,0 +1,165 @@
+"""The public Python API: train a model, load one, write text with it, score text with it.
+
+    import charrnn
+    run = charrnn.train("corpus.txt", minutes=5, out="runs/mine")
+    model = charrnn.load("runs/mine")
+    print(model.generate("void ", length=400, temperature=0.8, random_seed=1))
+    print(model.evaluate("held_out.txt").bits_per_char)
+
+Every command of the command line is a thin layer over these names; a server, an exporter or a notebook builds
+on them too. Public: `train`, `load`, `Model`, `TrainResult`, `Progress`, `EvalResult`, `CharRNNError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from charrnn import checkpoint, corpora, devices, sampling
+from charrnn.config import Cell, Device, EvalConfig, Precision, SampleConfig, TrainConfig
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import EvalResult, TextSource
+from charrnn.evaluate import run as _evaluate
+from charrnn.training import ModelOptions, Progress, TrainJob, TrainResult
+from charrnn.training import run as _train
+from charrnn.vocab import Vocab
+
+__all__ = ["train", "load", "Model", "TrainResult", "Progress", "EvalResult", "CharRNNError", "RUNS_DIR",
+           "TRAIN_OPTIONS"]
+
+RUNS_DIR = Path("runs")  # where runs go by default, and where `load()` looks for the newest one
+
+_MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelOptions))
+_CONFIG_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_RUN_OPTIONS = ("out", "resume", "force", "device", "threads", "encoding")
+TRAIN_OPTIONS = _MODEL_OPTIONS + _CONFIG_OPTIONS + _RUN_OPTIONS  # the keyword arguments `train` takes
+
+
+def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress], None] | None = None,
+          log: Callable[[str], None] | None = None, **options) -> TrainResult:
+    """Train a model on a text file or a built-in corpus ("cpp", "python"; default "cpp"); checkpoints go to
+    `out` (default runs/<corpus name>). Returns when the budget is spent or on Ctrl-C (then `interrupted`).
+
+    Options are `charrnn train`'s, as keywords with the same names and defaults: cell, layers, hidden,
+    embedding, skip, dropout (model); seq_len, batch_size, lr, schedule, warmup_steps, grad_clip, steps,
+    epochs, minutes, val_fraction, eval_every, random_seed, precision (training); out, resume, force, device,
+    threads, encoding. `on_progress` receives a `Progress` after every step; `log` receives log lines.
+    With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
+    """
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise CharRNNError(f"unknown training option(s) {', '.join(unknown)}; the options are {', '.join(TRAIN_OPTIONS)}")
+    if options.get("threads") is not None and options["threads"] < 1:
+        raise CharRNNError(f"--threads must be at least 1, got {options['threads']}")
+    if options.get("embedding") is not None and options["embedding"] < 1:
+        raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")
+    path, name = corpora.resolve(None if corpus is None else str(corpus))
+    model = ModelOptions(**{k: Cell(v) if k == "cell" else v for k, v in options.items() if k in _MODEL_OPTIONS})
+    config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})
+    run_options = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
+    out = Path(run_options.pop("out", None) or RUNS_DIR / name)
+    if "device" in run_options:
+        run_options["device"] = Device(run_options["device"]).value
+    job = TrainJob(corpus_path=path, corpus_name=name, out=out, model=model, train=config,
+                   explicit=frozenset(options), **run_options)
+    return _train(job, on_progress=on_progress or (lambda p: None), log=log or (lambda s: None))
+
+
+def load(path: str | Path | None = None, *, device: Device | str = Device.AUTO) -> Model:
+    """A trained model from a .pt file or a run directory (its best.pt, else latest.pt); with no path, the
+    newest run under runs/. Loads with weights_only, so a stranger's file cannot run code."""
+    resolved = checkpoint.resolve(Path(path)) if path is not None else checkpoint.latest_run(RUNS_DIR)
+    state = checkpoint.load(resolved)
+    network, vocab = checkpoint.restore_model(state, devices.pick_device(device))
+    return Model(network, vocab, state, resolved)
+
+
+class Model:
+    """A trained model: write text with `generate`/`stream`, score text with `evaluate`, describe it with `summary`."""
+
+    def __init__(self, network, vocab: Vocab, state: dict, path: Path):
+        self.network = network  # the CharRNN nn.Module, in eval mode
+        self.vocab = vocab
+        self.path = path
+        self._state = state
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"<charrnn.Model {c.cell.value} {c.layers}x{c.hidden}{' with skips' if c.skip else ''}, "
+                f"{len(self.vocab)} characters, from {self.path}>")
+
+    @property
+    def config(self):
+        return self.network.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.head.weight.device
+
+    def summary(self) -> dict:
+        """What `charrnn info --json` prints: configuration, vocabulary, training progress, loss history."""
+        return checkpoint.summarize(self.path, self._state)
+
+    def prepare_seed(self, seed: str, *, drop_unknown: bool = False) -> str:
+        """The seed as the model reads it: an unknown character is an error, or dropped with drop_unknown."""
+        prepared = self.vocab.decode(self.vocab.encode(seed, drop_unknown=drop_unknown))
+        if seed and not prepared:
+            raise CharRNNError("every character of the seed is unknown to the model; give a seed in the corpus's alphabet")
+        return prepared
+
+    def stream_samples(self, seed: str = "", *, num_samples: int = 1, length: int = 1000, temperature: float = 0.8,
+                       top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None,
+                       stop: tuple[str, ...] | list[str] = (), drop_unknown: bool = False) -> Iterator[list[str]]:
+        """Per step, the next character of each of `num_samples` samples drawn together ("" once one has
+        stopped at a `stop` string). The seed itself is not repeated. Temperature 0 is greedy."""
+        config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                              num_samples=num_samples, random_seed=random_seed, stop=tuple(stop))
+        seed_text = self.prepare_seed(seed, drop_unknown=drop_unknown)
+        generator = sampling.make_generator(random_seed, self.device)
+        return sampling.generate(self.network, self.vocab, seed_text, config, generator)
+
+    def stream(self, seed: str = "", **options) -> Iterator[str]:
+        """The continuation of `seed`, a character at a time, as it is made. Options as in `generate`."""
+        for chars in self.stream_samples(seed, **options):
+            if chars[0]:
+                yield chars[0]
+
+    def generate(self, seed: str = "", *, length: int = 1000, temperature: float = 0.8, top_k: int | None = None,
+                 top_p: float | None = None, random_seed: int | None = None, stop: tuple[str, ...] | list[str] = (),
+                 drop_unknown: bool = False, echo: bool = True) -> str:
+        """`length` characters after `seed` (the seed first, unless echo=False), as `charrnn sample` prints them.
+        The same random_seed and options give the same text."""
+        text = "".join(self.stream(seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   random_seed=random_seed, stop=stop, drop_unknown=drop_unknown))
+        return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text
+
+    def text_source(self, file: str | Path | None = None, *, encoding: str = "utf-8") -> TextSource:
+        """What `evaluate` scores: `file`, or with None the held-out split of the corpus the model trained on."""
+        return TextSource(None if file is None else Path(file), self._state.get("corpus"), encoding)
+
+    def evaluate(self, file: str | Path | TextSource | None = None, *, dynamic: bool = False,
+                 dynamic_lr: float = 1e-3, dynamic_window: int = 64, streams: int = 64, strict: bool = False,
+                 precision: Precision | str = Precision.FP32, encoding: str = "utf-8",
+                 on_chars: Callable[[int], None] | None = None) -> EvalResult:
+        """How well the model predicts `file` (default: its own held-out split): nats and bits per character,
+        perplexity. Unknown characters are skipped and counted (or an error with strict). dynamic=True adapts
+        the weights to the text already scored (Krause et al. 2017). `to_dict()` gives `charrnn eval --json`."""
+        config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr,
+                            dynamic_window=dynamic_window)
+        source = file if isinstance(file, TextSource) else self.text_source(file, encoding=encoding)
+        result = _evaluate(self.network, self.vocab, source, config=config, precision=Precision(precision),
+                           on_chars=on_chars)
+        return dataclasses.replace(result, checkpoint=str(self.path))
+
+    def trace(self, text: str, *, drop_unknown: bool = False):
+        """Step the model through `text`: per character its surprise in bits, the top-5 guesses, every cell's
+        value (a `charrnn.visualize.trace.Trace`, which `charrnn show` renders)."""
+        from charrnn.visualize.trace import trace
+
+        text = self.vocab.decode(self.vocab.encode(text, drop_unknown=drop_unknown))
+        if len(text) < 2:
+            raise CharRNNError("the text needs at least 2 characters the model knows to show anything")
+        return trace(self.network, self.vocab, text)

@@ -1,0 +1,442 @@
+"""The training loop: streams of the corpus, truncated BPTT, schedule, validation, checkpoints, exact resume.
+
+`run(job)` sets a run up (`_set_up`: corpus, model, optimiser, resumed state, arithmetic) and then runs `_loop`,
+which reads in one sitting. Everything that changes from step to step is one `RunState`, which is also what a
+checkpoint holds besides the weights and the optimiser.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charrnn import checkpoint, distributed, files, kernels
+from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig, bits
+from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample
+from charrnn.devices import autocast, bf16_runs, choose_bf16, pick_device
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import EvalConfig, losses_per_char
+from charrnn.model import CharRNN, State, detach_state
+
+DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Architecture choices from the command line; the vocabulary size comes from the corpus."""
+
+    cell: Cell = Cell.LSTM
+    layers: int = 2
+    hidden: int = 256
+    embedding: int | None = None  # None: the vocabulary size (one-hot equivalent), at most 256
+    skip: bool = True
+    dropout: float = 0.0
+
+    def for_vocab(self, vocab_size: int) -> ModelConfig:
+        embedding = self.embedding or min(vocab_size, 256)
+        return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
+                           embedding=embedding, skip=self.skip, dropout=self.dropout)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    corpus_path: Path
+    corpus_name: str
+    out: Path
+    model: ModelOptions = ModelOptions()
+    train: TrainConfig = TrainConfig()
+    explicit: frozenset[str] = frozenset()  # option names the user set; on --resume they override the checkpoint
+    resume: bool = False
+    force: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int | None
+    epoch: float
+    train_nats: float
+    val_bits: float | None
+    chars_per_second: float
+    elapsed: float
+    fraction_done: float
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    seconds: float
+    best_val_bits: float | None
+    last_val_bits: float | None
+    parameters: int
+    interrupted: bool = False
+    history: dict = field(default_factory=dict)
+    main_process: bool = True  # under torchrun, only rank 0 reports
+
+
+@dataclass
+class RunState:
+    """What changes from step to step, and all of it a checkpoint keeps besides weights and optimiser state."""
+
+    step: int = 0
+    elapsed_seconds: float = 0.0  # training time in earlier sessions of this run (resumed), plus this one's
+    best_val_nats: float = math.inf
+    history: dict = field(default_factory=lambda: {"train": [], "val": []})  # [step, nats], [step, nats, seconds]
+    hidden: State | None = None  # this rank's streams' recurrent state
+
+    @property
+    def last_val_bits(self) -> float | None:
+        return bits(self.history["val"][-1][1]) if self.history["val"] else None
+
+    def to_checkpoint(self, hidden_all_ranks: list[list[torch.Tensor]]) -> dict:
+        return {"step": self.step, "elapsed_seconds": self.elapsed_seconds, "best_val_nats": self.best_val_nats,
+                "rng": {"torch": torch.get_rng_state()}, "hidden": hidden_all_ranks, "history": self.history}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict, rows: slice, batch_size: int, device: torch.device) -> RunState:
+        """The state a checkpoint recorded, with this rank's `rows` of the hidden state (any world size), and the
+        random stream where it was; hidden states saved at another batch size start again from zeros."""
+        torch.set_rng_state(saved["rng"]["torch"])
+        hidden = None
+        if saved.get("hidden") and saved["hidden"][0][0].shape[1] == batch_size:
+            hidden = [tuple(t[:, rows].to(device) for t in layer) for layer in saved["hidden"]]
+        return cls(step=int(saved["step"]), elapsed_seconds=float(saved.get("elapsed_seconds", 0.0)),
+                   best_val_nats=float(saved.get("best_val_nats", math.inf)),
+                   history={"train": list(saved["history"]["train"]), "val": list(saved["history"]["val"])},
+                   hidden=hidden)
+
+
+@dataclass
+class Run:
+    """A run once set up: what the loop works with, fixed for its length."""
+
+    job: TrainJob
+    out: Path
+    ctx: distributed.Context
+    corpus: Corpus
+    model_config: ModelConfig
+    config: TrainConfig
+    model: CharRNN
+    wrapped: torch.nn.Module  # the model, or DDP around it under torchrun
+    optimizer: torch.optim.Optimizer
+    batches: StreamBatches
+    val_ids: torch.Tensor
+    bf16: bool
+    arithmetic: str  # what the log says of bf16
+    total_steps: int | None
+    budget_seconds: float | None
+    first_step: int  # where this session started (a resumed run's step)
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def fraction_done(self, step: int, elapsed: float) -> float:
+        """How much of the budget is spent: steps, or clock time with --minutes, whichever is further along."""
+        parts = [step / self.total_steps] if self.total_steps else []
+        if self.budget_seconds:
+            parts.append(elapsed / self.budget_seconds)
+        return max(parts) if parts else 0.0
+
+
+def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where torch has one for the device (5x faster than foreach on the CPU)."""
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
+        except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
+            pass
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+
+
+def _choose_bf16(precision: Precision, model_config: ModelConfig, batch_size: int, device: torch.device,
+                 resumed_bf16: bool | None) -> tuple[bool, str]:
+    """bf16 autocast or not, and why, by charrnn.devices' rule: a pure function of the hardware and the
+    shapes, never of a timing. A resumed `auto` run keeps the arithmetic it ran in (where the hardware still
+    runs it), so that it resumes exactly even if the rule changed since."""
+    if precision is Precision.AUTO and resumed_bf16 is not None:
+        if not resumed_bf16 or bf16_runs(device.type, model_config.cell):
+            return resumed_bf16, f"{'bf16 autocast' if resumed_bf16 else 'fp32'} (auto: as before resuming)"
+    return choose_bf16(precision, device, cell=model_config.cell, hidden=model_config.hidden, batch_size=batch_size)
+
+
+def lr_at(step: int, config: TrainConfig, fraction_done: float) -> float:
+    """Linear warm-up, then (cosine) decay to final_lr_fraction × lr as the budget runs out."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule is Schedule.CONSTANT:
+        return config.lr
+    f = config.final_lr_fraction
+    return config.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction_done))))
+
+
+def _budget_note(config: TrainConfig, total_steps: int | None) -> str:
+    """The budget for the first log line, saying plainly whether the run repeats exactly."""
+    steps = f"{total_steps:,} steps" if total_steps else ""
+    if not config.minutes:
+        return f"budget {steps} (the same seed repeats this run exactly)"
+    clock = f"{config.minutes:g} min of wall clock"
+    return (f"budget {clock}{' or ' + steps if steps else ''}, whichever ends first (the clock sets the last step "
+            "and the learning-rate decay, so runs differ; --steps or --epochs repeat exactly)")
+
+
+class _StopRequest:
+    """Ctrl-C sets a flag; the loop saves at the next step boundary. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread (e.g. some test runners): no handler, default behaviour
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _resolve_out(job: TrainJob) -> Path:
+    out = job.out
+    if job.resume:
+        if not (out / checkpoint.LATEST).is_file():
+            raise CharRNNError(f"--resume: {out / checkpoint.LATEST} does not exist; train into {out} first, or drop --resume")
+        return out
+    if (out / checkpoint.LATEST).exists() and not job.force:
+        raise CharRNNError(f"{out} already holds a run; pass --resume to continue it, --force to overwrite it, "
+                           "or --out for a new run directory")
+    return out
+
+
+def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConfig]:
+    model_config = ModelConfig.from_dict(state["model_config"])
+    for name in ("cell", "layers", "hidden", "embedding", "skip"):
+        if name in job.explicit:
+            wanted = getattr(job.model, name)
+            have = getattr(model_config, name)
+            if wanted != have:
+                raise CharRNNError(f"--resume: --{name} {getattr(wanted, 'value', wanted)} differs from the checkpoint's "
+                                   f"{getattr(have, 'value', have)}; drop --{name} to continue the run")
+    if "dropout" in job.explicit:
+        model_config = replace(model_config, dropout=job.model.dropout)
+    saved = TrainConfig.from_dict(state["train_config"])
+    overrides = {name: getattr(job.train, name) for name in job.explicit if hasattr(saved, name)}
+    if {"steps", "epochs", "minutes"} & job.explicit:  # a new budget replaces the old one entirely
+        overrides = {"steps": None, "epochs": None, "minutes": None, **overrides}
+    return model_config, replace(saved, **overrides)
+
+
+def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: None,
+        log: Callable[[str], None] = lambda s: None) -> TrainResult:
+    """Train as `job` says; checkpoints go to job.out. Under torchrun every rank calls this."""
+    ctx = distributed.init(pick_device(job.device))
+    try:
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        files.output_dir(job.out, "--out")
+        lock = checkpoint.RunLock(job.out) if ctx.is_main else None  # first: a concurrent run is told so
+        if lock:
+            lock.__enter__()
+        try:
+            out = _resolve_out(job)
+            if ctx.is_main:
+                checkpoint.remove_stray_temporaries(out)
+            run_, state = _set_up(job, out, ctx)
+            if ctx.is_main:
+                log(_first_log_line(run_))
+            return _loop(run_, state, on_progress)
+        finally:
+            if lock:
+                lock.__exit__(None, None, None)
+    finally:
+        distributed.cleanup()
+
+
+def _set_up(job: TrainJob, out: Path, ctx: distributed.Context) -> tuple[Run, RunState]:
+    """Read the corpus, build the model and optimiser (from the checkpoint when resuming), pick the arithmetic."""
+    resumed = checkpoint.load(out / checkpoint.LATEST) if job.resume else None
+    if resumed is not None:
+        from charrnn.vocab import Vocab
+
+        corpus = read_corpus(job.corpus_path, name=job.corpus_name, encoding=job.encoding,
+                             vocab=Vocab.from_list(resumed["vocab"]))
+        if corpus.fingerprint != resumed["corpus"]["fingerprint"] and not job.force:
+            raise CharRNNError(f"--resume: {job.corpus_path} is not the corpus this run trained on "
+                               f"({resumed['corpus']['path']}); its text differs, pass --force to continue on it anyway")
+        model_config, config = _merge_on_resume(job, resumed)
+    else:
+        corpus = read_corpus(job.corpus_path, name=job.corpus_name, encoding=job.encoding)
+        model_config, config = job.model.for_vocab(len(corpus.vocab)), job.train
+    if not (config.steps or config.epochs or config.minutes):
+        config = replace(config, minutes=DEFAULT_MINUTES)
+    device = ctx.device
+
+    torch.manual_seed(config.random_seed)
+    model = CharRNN(model_config).to(device)
+    train_ids, val_ids = corpus.split(config.val_fraction)
+    batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
+    # From here on each step reuses the last step's memory; turned on after the corpus is read so that its
+    # temporaries still go back to the OS. Not under torchrun: a gloo rank aborted once at exit with it (CI).
+    if not ctx.enabled:
+        kernels.keep_freed_memory(device)
+    optimizer = _adam(model, config.lr, device)
+    state = RunState()
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        fused = optimizer.param_groups[0].get("fused")
+        optimizer.load_state_dict(resumed["optimizer"])
+        for group in optimizer.param_groups:  # the saved flag names the device it was saved on, not this one
+            group["fused"] = fused
+        rows = slice(ctx.rank * batches.batch_size, (ctx.rank + 1) * batches.batch_size)
+        state = RunState.from_checkpoint(resumed, rows, config.batch_size, device)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr
+    bf16, arithmetic = _choose_bf16(config.precision, model_config, batches.batch_size, device,
+                                    resumed.get("bf16") if resumed is not None else None)
+    wrapped = model
+    if ctx.enabled:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    total_steps = config.steps
+    if config.epochs is not None:
+        epoch_steps = math.ceil(config.epochs * batches.windows_per_epoch)
+        total_steps = min(total_steps, epoch_steps) if total_steps else epoch_steps
+    return Run(job=job, out=out, ctx=ctx, corpus=corpus, model_config=model_config, config=config, model=model,
+               wrapped=wrapped, optimizer=optimizer, batches=batches,
+               val_ids=spread_sample(val_ids, config.val_max_chars), bf16=bf16, arithmetic=arithmetic,
+               total_steps=total_steps, budget_seconds=config.minutes * 60 if config.minutes else None,
+               first_step=state.step), state
+
+
+def _first_log_line(run: Run) -> str:
+    c, m, ctx = run.corpus, run.model_config, run.ctx
+    resuming = f"resuming {run.out} at step {run.first_step}; " if run.first_step else ""
+    return (f"{resuming}corpus {c.name}: {len(c.ids):,} chars, {len(c.vocab)} distinct; "
+            f"model {m.cell.value} {m.layers}x{m.hidden}{' with skips' if m.skip else ''}, "
+            f"{run.model.parameter_count():,} parameters; device {run.device}"
+            f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}, {run.arithmetic}; "
+            f"{_budget_note(run.config, run.total_steps)}")
+
+
+def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) -> TrainResult:
+    """The loop: a window of every stream per step, state carried across windows (truncated BPTT)."""
+    config, model, batches, ctx = run.config, run.model, run.batches, run.ctx
+    diverged_nats = 3 * math.log(run.model_config.vocab_size) + 1  # uniform guessing scores ln(V)
+    state.hidden = state.hidden or model.initial_state(batches.batch_size, run.device)
+    start, elapsed_before = time.perf_counter(), state.elapsed_seconds
+    clock = lambda: elapsed_before + time.perf_counter() - start  # noqa: E731
+    interrupted = False
+    model.train()
+    with _StopRequest() as stop:
+        while True:
+            elapsed = clock()
+            done = run.fraction_done(state.step, elapsed) >= 1.0
+            if distributed.any_rank(done or stop.requested, ctx):
+                interrupted = stop.requested and not done
+                break
+            if batches.starts_epoch(state.step):
+                state.hidden = model.initial_state(batches.batch_size, run.device)  # a new pass: streams start over
+            lr = lr_at(state.step, config, run.fraction_done(state.step, elapsed))
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = (t.to(run.device, non_blocking=True) for t in batches.window(state.step))  # (B, T) each
+            with autocast(run.device, run.bf16):
+                logits, state.hidden = run.wrapped(x, state.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            loss_nats = loss.item()
+            if distributed.any_rank(not loss_nats <= diverged_nats, ctx):  # NaN fails every comparison
+                _diverged(run, state.step + 1, loss_nats)
+            run.optimizer.step()
+            state.hidden = detach_state(state.hidden)
+            state.step += 1
+            state.elapsed_seconds = clock()
+            state.history["train"].append([state.step, loss_nats])
+            if state.step % config.eval_every == 0 or run.fraction_done(state.step, state.elapsed_seconds) >= 1.0:
+                val_nats = _validate(run)
+                state.history["val"].append([state.step, val_nats, state.elapsed_seconds])
+                state.best_val_nats = min(state.best_val_nats, val_nats)
+                _save(run, state, val_nats)
+            if ctx.is_main:
+                on_progress(_progress(run, state, loss_nats, lr, time.perf_counter() - start))
+        if interrupted or not state.history["val"] or state.history["val"][-1][0] != state.step:
+            state.elapsed_seconds = clock()
+            _save(run, state, None)
+    return TrainResult(run_dir=run.out, steps=state.step, seconds=clock(),
+                       best_val_bits=bits(state.best_val_nats) if math.isfinite(state.best_val_nats) else None,
+                       last_val_bits=state.last_val_bits, parameters=model.parameter_count(),
+                       interrupted=interrupted, history=state.history, main_process=ctx.is_main)
+
+
+def _progress(run: Run, state: RunState, loss_nats: float, lr: float, session_seconds: float) -> Progress:
+    chars = (state.step - run.first_step) * run.config.batch_size * run.config.seq_len
+    return Progress(step=state.step, total_steps=run.total_steps, epoch=state.step / run.batches.windows_per_epoch,
+                    train_nats=loss_nats, val_bits=state.last_val_bits,
+                    chars_per_second=chars / max(1e-9, session_seconds), elapsed=state.elapsed_seconds,
+                    fraction_done=min(1.0, run.fraction_done(state.step, state.elapsed_seconds)), lr=lr)
+
+
+def _validate(run: Run) -> float:
+    """Validation loss in nats/char over this rank's share of the sample, summed across ranks."""
+    share = len(run.val_ids) // run.ctx.world_size
+    mine = run.val_ids[run.ctx.rank * share: (run.ctx.rank + 1) * share + 1]
+    eval_config = EvalConfig(streams=max(1, min(64, run.config.batch_size)), burn_in=run.config.seq_len)
+    losses = losses_per_char(run.model, mine, config=eval_config, bf16=run.bf16)
+    total, count = distributed.all_reduce_sum([float(losses.double().sum()), float(len(losses))], run.ctx)
+    return total / count
+
+
+def _save(run: Run, state: RunState, val_nats: float | None) -> None:
+    """latest.pt always, best.pt when validation is at its best; only rank 0 writes, all ranks gather."""
+    hidden_all = [[distributed.all_gather_rows(t.detach(), run.ctx, dim=1).cpu() for t in layer]
+                  for layer in state.hidden]
+    if not run.ctx.is_main:
+        return
+    c = run.corpus
+    payload = {
+        "model_config": run.model_config.to_dict(),
+        "train_config": run.config.to_dict(),
+        "vocab": c.vocab.to_list(),
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": state.step / run.batches.windows_per_epoch,
+        **state.to_checkpoint(hidden_all),
+        "corpus": {"name": c.name, "path": str(Path(c.path).resolve()), "fingerprint": c.fingerprint,
+                   "chars": len(c.ids), "val_fraction": run.config.val_fraction},
+        "world_size": run.ctx.world_size,
+        "bf16": run.bf16,  # the arithmetic this run chose, kept on resume
+    }
+    checkpoint.save(run.out / checkpoint.LATEST, payload)
+    if val_nats is not None and val_nats <= state.best_val_nats:
+        checkpoint.save(run.out / checkpoint.BEST, payload)
+
+
+def _diverged(run: Run, step: int, loss_nats: float) -> None:
+    latest = run.out / checkpoint.LATEST
+    kept = f"the last good checkpoint is {latest}" if latest.exists() else "no checkpoint was written"
+    raise CharRNNError(
+        f"training stopped at step {step}: the loss became {loss_nats:.4g} nats/char, worse than guessing "
+        f"({math.log(run.model_config.vocab_size):.2f}): it diverged; {kept}; lower --lr (now {run.config.lr:g}) "
+        "and train again")

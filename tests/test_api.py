@@ -1,0 +1,86 @@
+"""The public Python API: what a command does, a Python user does with one call, with the same result."""
+
+import dataclasses
+import inspect
+import json
+import pydoc
+
+import pytest
+import torch
+
+import charrnn
+from charrnn import api
+from charrnn.cli import app
+from charrnn.config import TrainConfig
+from charrnn.training import ModelOptions
+
+from .conftest import TINY_TEXT
+
+TINY = {"hidden": 16, "embedding": 8, "seq_len": 16, "batch_size": 4, "steps": 12, "eval_every": 6,
+        "val_fraction": 0.1, "device": "cpu", "precision": "fp32"}
+
+
+def test_generate_is_what_sample_prints(runner, memorised_run):
+    model = charrnn.load(memorised_run, device="cpu")
+    printed = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed", "the", "-n", "40", "--random-seed", "3"])
+    assert printed.exit_code == 0
+    assert model.generate("the", length=40, random_seed=3) + "\n" == printed.stdout
+    assert model.generate("the", length=40, random_seed=3, echo=False) == printed.stdout[3:-1]
+
+
+def test_stream_yields_the_continuation_as_it_is_made(memorised_run):
+    model = charrnn.load(memorised_run, device="cpu")
+    pieces = list(model.stream("the quick", length=30, temperature=0))
+    assert len(pieces) == 30 and "".join(pieces) == TINY_TEXT[9:39]  # the memorised text, greedily
+
+
+def test_evaluate_gives_eval_jsons_numbers(runner, memorised_run):
+    report = charrnn.load(memorised_run, device="cpu").evaluate()
+    printed = json.loads(runner.invoke(app, ["eval", "-c", str(memorised_run), "--json"]).stdout)
+    ours = report.to_dict()
+    assert set(ours) == set(printed)
+    for key in ("nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_chars", "file"):
+        assert ours[key] == printed[key], key
+
+
+def test_train_from_python_matches_the_command_line(runner, tiny_corpus, tmp_path):
+    seen = []
+    result = charrnn.train(tiny_corpus, out=tmp_path / "py", on_progress=seen.append, **TINY)
+    assert result.steps == 12 and [p.step for p in seen] == list(range(1, 13))
+    cli_args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert runner.invoke(app, ["train", str(tiny_corpus), *cli_args, "--out", str(tmp_path / "cli"), "-q"]).exit_code == 0
+    a, b = (torch.load(tmp_path / name / "latest.pt", weights_only=True) for name in ("py", "cli"))
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_an_unknown_training_option_is_a_clear_error(tiny_corpus):
+    with pytest.raises(charrnn.CharRNNError, match="unknown training option.*hiden.*hidden"):
+        charrnn.train(tiny_corpus, hiden=32)
+
+
+def test_the_command_lines_defaults_are_the_apis():
+    """`charrnn train`'s options are charrnn.train's keywords with the same defaults: one source of truth."""
+    from charrnn.cli.app import train as train_command
+
+    defaults = {**{f.name: f.default for f in dataclasses.fields(ModelOptions)},
+                **{f.name: f.default for f in dataclasses.fields(TrainConfig)}}
+    for name, parameter in inspect.signature(train_command).parameters.items():
+        if name in defaults:
+            assert parameter.default == defaults[name], name
+    assert {n for n in inspect.signature(train_command).parameters if n in api.TRAIN_OPTIONS} == (
+        set(api.TRAIN_OPTIONS) - {"final_lr_fraction", "val_max_chars"})  # two knobs the CLI does not expose
+
+
+def test_help_charrnn_lists_the_public_api():
+    text = pydoc.render_doc(charrnn, renderer=pydoc.plaintext)
+    for name in ("train(", "load(", "Model.generate", "Model.stream", "Model.evaluate", "CharRNNError"):
+        assert name in text, name
+
+
+def test_import_charrnn_does_not_import_torch():
+    import subprocess
+    import sys
+
+    probe = "import sys, charrnn; assert 'torch' not in sys.modules; charrnn.load; assert 'torch' in sys.modules"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
