@@ -154,6 +154,38 @@ class Model:
                            on_chars=on_chars)
         return dataclasses.replace(result, checkpoint=str(self.path))
 
+    def suggested_seed(self) -> str:
+        """A seed that suits the training corpus (its natural opening, or the first word of its first line)."""
+        from charrnn.data import suggest_seed
+
+        corpus = self._state.get("corpus") or {}
+        return suggest_seed(corpus.get("name", ""), Path(corpus["path"]) if corpus.get("path") else None)
+
+    def rounded(self, weights: str) -> Model:
+        """This model with its weights rounded as an exported page holds them ("fp32", "fp16" or "int8"), to
+        score or sample exactly what the page computes."""
+        from charrnn.export import rounded_state_dict
+
+        network, vocab = checkpoint.restore_model(self._state, self.device)
+        network.load_state_dict(rounded_state_dict(self.network, weights))
+        return Model(network, vocab, self._state, self.path)
+
+    def export_html(self, *, weights: str = "int8", seed: str | None = None, title: str | None = None) -> str:
+        """This model as one self-contained web page that writes text in the browser: no network, works when
+        opened from disk. `weights`: "int8" (default, one scale per row), "fp16" or "fp32"."""
+        from charrnn import export
+
+        summary = self.summary()
+        c, corpus = self.config, summary.get("corpus") or {}
+        name = title or f"charrnn · {self.path.parent.name if self.path.stem in ('best', 'latest') else self.path.stem}"
+        best = summary.get("best_val_bits_per_char")
+        about = {"name": name, "model": f"{c.cell.value.upper()} {c.layers} x {c.hidden}{' with skips' if c.skip else ''}",
+                 "parameters": f"{summary['parameters']:,}", "corpus": corpus.get("name", "?"),
+                 "validation": f"{best:.3f} bits/char" if best is not None else "n/a",
+                 "characters": f"{len(self.vocab)}", "weights": weights}
+        return export.page(self.network, self.vocab, title=name, about=about,
+                           seed_text=self.suggested_seed() if seed is None else seed, weights=weights)
+
     def trace(self, text: str, *, drop_unknown: bool = False):
         """Step the model through `text`: per character its surprise in bits, the top-5 guesses, every cell's
         value (a `charrnn.visualize.trace.Trace`, which `charrnn show` renders)."""

@@ -166,5 +166,6 @@ def summarize(path: Path, state: dict) -> dict:
         "history": {
             "train": [[int(s), float(v)] for s, v in history["train"]],
             "val": [[int(s), float(v), float(t)] for s, v, t in history["val"]],
+            "samples": [[int(s), str(text), float(t)] for s, text, t in history.get("samples", [])],
         },
     }

@@ -103,11 +103,15 @@ class TrainConfig:
     eval_every: int = 100
     random_seed: int = 0
     precision: Precision = Precision.AUTO
+    sample_every: int | None = None  # steps between samples shown during training (at validation points); None: off
+    sample_length: int = 200
+    sample_seed: str | None = None  # None: one that suits the corpus (data.suggest_seed)
 
     def __post_init__(self):
         object.__setattr__(self, "schedule", Schedule(self.schedule))
         object.__setattr__(self, "precision", Precision(self.precision))
-        for name in ("seq_len", "batch_size", "lr", "steps", "epochs", "minutes", "eval_every", "val_max_chars"):
+        for name in ("seq_len", "batch_size", "lr", "steps", "epochs", "minutes", "eval_every", "val_max_chars",
+                     "sample_every", "sample_length"):
             _positive(name, getattr(self, name))
         if self.grad_clip < 0:
             raise CharRNNError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")

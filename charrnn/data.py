@@ -127,6 +127,26 @@ def read_corpus(path: Path, *, name: str | None = None, encoding: str = "utf-8",
     return Corpus(name=name or path.stem, path=path, fingerprint=digest.hexdigest(), vocab=vocab, ids=ids)
 
 
+KNOWN_SEEDS = {"cpp": "void ", "python": "def "}  # the built-in corpora's natural openings
+
+
+def suggest_seed(corpus_name: str, path: Path | None) -> str:
+    """A seed that suits the corpus, for samples during training and the exported page: a built-in corpus's
+    natural opening, else the first word of the text's first non-blank line (with its trailing space)."""
+    if corpus_name in KNOWN_SEEDS:
+        return KNOWN_SEEDS[corpus_name]
+    try:
+        head = read_text(path, max_chars=4096) if path is not None else ""
+    except (CharRNNError, OSError):
+        return ""
+    for line in head.splitlines():
+        if line.strip():
+            indent = line[: len(line) - len(line.lstrip())]
+            word = line.strip().split(" ")[0]
+            return indent + word + (" " if " " in line.strip() else "")
+    return ""
+
+
 def spread_sample(ids: torch.Tensor, max_chars: int, pieces: int = 16) -> torch.Tensor:
     """At most max_chars of ids, as `pieces` equal runs spaced evenly over all of it, so that a validation
     sample stands for the whole split: a split's first stretch alone can differ from the rest (cpp's first

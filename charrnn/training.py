@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, distributed, files, kernels
-from charrnn.config import Cell, ModelConfig, Precision, Schedule, TrainConfig, bits
-from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample
+from charrnn import checkpoint, distributed, files, kernels, sampling
+from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, bits
+from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
 from charrnn.devices import autocast, bf16_runs, choose_bf16, pick_device
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
@@ -93,7 +93,8 @@ class RunState:
     step: int = 0
     elapsed_seconds: float = 0.0  # training time in earlier sessions of this run (resumed), plus this one's
     best_val_nats: float = math.inf
-    history: dict = field(default_factory=lambda: {"train": [], "val": []})  # [step, nats], [step, nats, seconds]
+    # train: [step, nats]; val: [step, nats, seconds]; samples (with --sample-every): [step, text, seconds taken]
+    history: dict = field(default_factory=lambda: {"train": [], "val": [], "samples": []})
     hidden: State | None = None  # this rank's streams' recurrent state
 
     @property
@@ -114,7 +115,8 @@ class RunState:
             hidden = [tuple(t[:, rows].to(device) for t in layer) for layer in saved["hidden"]]
         return cls(step=int(saved["step"]), elapsed_seconds=float(saved.get("elapsed_seconds", 0.0)),
                    best_val_nats=float(saved.get("best_val_nats", math.inf)),
-                   history={"train": list(saved["history"]["train"]), "val": list(saved["history"]["val"])},
+                   history={"train": list(saved["history"]["train"]), "val": list(saved["history"]["val"]),
+                            "samples": list(saved["history"].get("samples", []))},
                    hidden=hidden)
 
 
@@ -138,6 +140,8 @@ class Run:
     total_steps: int | None
     budget_seconds: float | None
     first_step: int  # where this session started (a resumed run's step)
+    sample_seed: str  # what samples during training start from (--sample-seed, or one that suits the corpus)
+    log: Callable[[str], None]
 
     @property
     def device(self) -> torch.device:
@@ -261,7 +265,7 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
             out = _resolve_out(job)
             if ctx.is_main:
                 checkpoint.remove_stray_temporaries(out)
-            run_, state = _set_up(job, out, ctx)
+            run_, state = _set_up(job, out, ctx, log)
             if ctx.is_main:
                 log(_first_log_line(run_))
             return _loop(run_, state, on_progress)
@@ -272,7 +276,7 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
         distributed.cleanup()
 
 
-def _set_up(job: TrainJob, out: Path, ctx: distributed.Context) -> tuple[Run, RunState]:
+def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[str], None]) -> tuple[Run, RunState]:
     """Read the corpus, build the model and optimiser (from the checkpoint when resuming), pick the arithmetic."""
     resumed = checkpoint.load(out / checkpoint.LATEST) if job.resume else None
     if resumed is not None:
@@ -324,7 +328,9 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context) -> tuple[Run, Ru
                wrapped=wrapped, optimizer=optimizer, batches=batches,
                val_ids=spread_sample(val_ids, config.val_max_chars), bf16=bf16, arithmetic=arithmetic,
                total_steps=total_steps, budget_seconds=config.minutes * 60 if config.minutes else None,
-               first_step=state.step), state
+               first_step=state.step, log=log,
+               sample_seed=config.sample_seed if config.sample_seed is not None else suggest_seed(corpus.name, corpus.path),
+               ), state
 
 
 def _first_log_line(run: Run) -> str:
@@ -378,6 +384,8 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
                 val_nats = _validate(run)
                 state.history["val"].append([state.step, val_nats, state.elapsed_seconds])
                 state.best_val_nats = min(state.best_val_nats, val_nats)
+                if config.sample_every and ctx.is_main and _sample_due(state, config.sample_every):
+                    _sample(run, state)
                 _save(run, state, val_nats)
             if ctx.is_main:
                 on_progress(_progress(run, state, loss_nats, lr, time.perf_counter() - start))
@@ -396,6 +404,27 @@ def _progress(run: Run, state: RunState, loss_nats: float, lr: float, session_se
                     train_nats=loss_nats, val_bits=state.last_val_bits,
                     chars_per_second=chars / max(1e-9, session_seconds), elapsed=state.elapsed_seconds,
                     fraction_done=min(1.0, run.fraction_done(state.step, state.elapsed_seconds)), lr=lr)
+
+
+def _sample_due(state: RunState, every: int) -> bool:
+    """At a validation point, once `every` steps have passed since the last sample (or none was taken)."""
+    last = state.history["samples"][-1][0] if state.history["samples"] else 0
+    return state.step - last >= every
+
+
+def _sample(run: Run, state: RunState) -> None:
+    """A short sample from the seed, shown in the log and kept in the history. Its own generator, seeded alike
+    each time, so successive samples differ only by what the model learned; training's random stream and
+    weights are untouched (tested)."""
+    start = time.perf_counter()
+    seed = run.corpus.vocab.decode(run.corpus.vocab.encode(run.sample_seed, drop_unknown=True))
+    generator = torch.Generator(device=run.device).manual_seed(run.config.random_seed)
+    config = SampleConfig(length=run.config.sample_length, temperature=0.8)
+    text = seed + "".join(chars[0] for chars in sampling.generate(run.model, run.corpus.vocab, seed, config, generator))
+    run.model.train()  # generate() put it in eval mode
+    seconds = time.perf_counter() - start
+    state.history["samples"].append([state.step, text, seconds])
+    run.log(f"--- sample at step {state.step} (took {seconds:.2f} s) ---\n{text}\n---")
 
 
 def _validate(run: Run) -> float:

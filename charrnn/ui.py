@@ -50,6 +50,13 @@ class TrainProgress:
                                  f"{p.chars_per_second:,.0f} chars/s", refresh=False)
         self.bar.update(int(p.fraction_done * 1000) - self.bar.n)
 
+    def message(self, text: str) -> None:
+        """A log line (or a sample) printed above the bar, which is redrawn below it."""
+        if self.bar is None:
+            message(text)
+        else:
+            self.bar.write(text, file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -131,4 +138,7 @@ def show_info(summary: dict) -> None:
     if history["val"]:
         val_bits = [bits(v) for _, v, _ in history["val"]]
         rows.append(("val bits/char", f"{sparkline(val_bits)}  {val_bits[0]:.2f} → {val_bits[-1]:.2f}"))
+    if history.get("samples"):
+        step, text, _ = history["samples"][-1]
+        rows.append((f"sample at step {step}", text))
     key_value_table("charrnn info", rows)

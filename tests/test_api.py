@@ -84,3 +84,14 @@ def test_import_charrnn_does_not_import_torch():
 
     probe = "import sys, charrnn; assert 'torch' not in sys.modules; charrnn.load; assert 'torch' in sys.modules"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("## Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    assert (tmp_path / "runs" / "mine" / "best.pt").is_file()

@@ -79,6 +79,12 @@ def train(
         help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 (recent GPUs, CPUs with AVX512-BF16 "
              "or AMX; up to 1.8x faster, same bits/char), except for LSTMs of 1024+ units at batches under 128 on a "
              "CPU, which train faster in fp32; else fp32. Decided from the hardware and shapes alone, never timed.")] = Precision.AUTO,
+    sample_every: Annotated[Optional[int], typer.Option(
+        help="Show a short sample on stderr at the first validation point every this many steps (and keep it for "
+             "`charrnn info`). Default: off.", show_default=False)] = None,
+    sample_length: Annotated[int, typer.Option(help="Characters per sample shown during training.")] = 200,
+    sample_seed: Annotated[Optional[str], typer.Option(
+        help="The seed of samples during training. Default: one that suits the corpus.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory for latest.pt and best.pt. Default: runs/<corpus name>.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest.pt, exactly where it stopped.")] = False,
@@ -99,7 +105,7 @@ def train(
         options = {name: value for name, value in ctx.params.items() if name in given and name in api.TRAIN_OPTIONS}
         progress = ui.TrainProgress(quiet)
         try:
-            result = api.train(corpus, on_progress=progress, log=None if quiet else ui.message, **options)
+            result = api.train(corpus, on_progress=progress, log=None if quiet else progress.message, **options)
         finally:
             progress.close()
         if not result.main_process:
@@ -254,6 +260,7 @@ def evaluate_command(
 # Registered after train, sample and eval so that --help lists the commands in the order a user needs them.
 app.command()(inspect_commands.info)
 app.command()(inspect_commands.show)
+app.command()(inspect_commands.export)
 app.add_typer(corpus_app, name="corpus")
 
 

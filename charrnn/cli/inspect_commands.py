@@ -69,3 +69,22 @@ def show(
                 ui.message(f"{m.feature:>22}: cell {m.layer}:{m.cell}  r = {m.correlation:+.3f}")
         files.atomic_write_text(out, page.render(t, title=f"{file.name} · {model.path}", cell=chosen))
         ui.message(f"wrote {out} ({len(t.text):,} characters)")
+
+
+def export(
+    checkpoint: Annotated[Optional[Path], typer.Argument(
+        help="A .pt file or a run directory. Default: the most recent run.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The page to write. Default: <run name>.html.", show_default=False)] = None,
+    weights: Annotated[str, typer.Option(help="How the page stores the weights: int8 (one scale per row; smallest), fp16 or fp32.")] = "int8",
+    seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="The seed the page opens with. Default: one that suits the corpus.",
+                                                show_default=False)] = None,
+):
+    """Write the model as one self-contained web page that generates text in the browser (share it as a file)."""
+    with user_errors():
+        from charrnn import api, files, ui
+
+        model = api.load(checkpoint, device="cpu")
+        name = model.path.parent.name if model.path.stem in ("best", "latest") else model.path.stem
+        out = files.output_file(out or Path(f"{name}.html"), "--out")
+        files.atomic_write_text(out, model.export_html(weights=weights, seed=seed))
+        ui.message(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {weights} weights); open it in a browser")

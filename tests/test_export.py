@@ -1,0 +1,152 @@
+"""`charrnn export`: one self-contained page that writes like the model (checked in headless Chromium where it can be
+installed), asks no network for anything, and escapes what it shows."""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import charrnn
+from charrnn.cli import app
+from charrnn.config import Cell
+from charrnn.training import ModelOptions, run
+
+from .conftest import TINY_TEXT, tiny_job
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="no headless Chromium installed (CI installs Debian's chromium)")
+
+
+def open_page(page: Path, fragment: str, tmp_path: Path, *extra: str) -> str:
+    """The page's DOM after its scripts ran (virtual time lets every chunk of generation run)."""
+    result = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=60000", *extra,
+                             "--dump-dom", page.as_uri() + "#" + fragment],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def generated_text(dom: str) -> str:
+    match = re.search(r'<span class="text">(.*?)</span>', dom, re.S)
+    assert match, dom[-2000:]
+    return html.unescape(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three small trained models: an LSTM and a GRU with skips, and an LSTM without."""
+    root = tmp_path_factory.mktemp("export")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    runs = {}
+    for name, cell, skip in (("lstm", Cell.LSTM, True), ("gru", Cell.GRU, True), ("noskip", Cell.LSTM, False)):
+        job = tiny_job(corpus, root / name, steps=60, lr=1e-2)
+        run(replace(job, model=ModelOptions(cell=cell, skip=skip, hidden=32, embedding=8)))
+        runs[name] = root / name
+    return runs
+
+
+def test_the_page_is_self_contained_and_asks_for_nothing(memorised_run):
+    page = charrnn.load(memorised_run, device="cpu").export_html()
+    for marker in ("http:", "https:", "src=", "href=", "fetch(", "XMLHttpRequest", "import(", "WebSocket"):
+        assert marker not in page, marker
+    assert "default-src 'none'" in page  # the browser itself refuses any request the page might try
+
+
+def test_int8_is_smallest_and_scores_within_a_hundredth_of_a_bit(memorised_run, tmp_path):
+    model = charrnn.load(memorised_run, device="cpu")
+    sizes = {w: len(model.export_html(weights=w)) for w in ("fp32", "fp16", "int8")}
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+    text = tmp_path / "text.txt"
+    text.write_text(TINY_TEXT[:600])
+    exact = model.evaluate(text).bits_per_char
+    assert model.rounded("fp32").evaluate(text).bits_per_char == exact
+    assert abs(model.rounded("int8").evaluate(text).bits_per_char - exact) < 0.01
+
+
+def test_what_the_page_shows_is_escaped(memorised_run):
+    model = charrnn.load(memorised_run, device="cpu")
+    page = model.export_html(title="<b>x</b></script>", seed="</script><img onerror=alert(1)>")
+    assert "<b>x</b>" not in page and "</script><img" not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page  # the <title>; the body sets textContent, never innerHTML
+    assert "innerHTML" not in page
+
+
+def test_export_writes_the_page_and_names_its_size(runner, memorised_run, tmp_path):
+    out = tmp_path / "m.html"
+    result = runner.invoke(app, ["export", str(memorised_run), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert out.is_file() and "MB, int8 weights" in result.stderr and result.stdout == ""
+    bad = runner.invoke(app, ["export", str(memorised_run), "--weights", "int4", "--out", str(out)])
+    assert bad.exit_code == 1 and "int4" in bad.stderr and "fp32, fp16, int8" in bad.stderr
+
+
+@needs_chromium
+@pytest.mark.parametrize("name", ["lstm", "gru", "noskip"])
+def test_the_pages_greedy_text_is_the_python_apis_on_the_same_weights(trained, tmp_path, name):
+    model = charrnn.load(trained[name], device="cpu")
+    page = tmp_path / "m.html"
+    page.write_text(model.export_html(weights="int8"))
+    dom = open_page(page, "seed=the%20&temperature=0&length=300&run=1", tmp_path)
+    expected = model.rounded("int8").generate("the ", length=300, temperature=0, echo=False)
+    assert generated_text(dom) == expected
+
+
+@needs_chromium
+def test_the_page_makes_no_network_request(memorised_run, tmp_path):
+    page = tmp_path / "m.html"
+    page.write_text(charrnn.load(memorised_run, device="cpu").export_html())
+    log = tmp_path / "net.json"
+    open_page(page, "seed=the&length=50&run=1", tmp_path, f"--log-net-log={log}")
+    requests = {url for url in re.findall(r'"url":"([^"]+)"', log.read_text())}
+    assert requests and all(url.startswith("file://") for url in requests), requests
+
+
+@needs_chromium
+def test_an_unknown_seed_character_gets_a_visible_message(memorised_run, tmp_path):
+    page = tmp_path / "m.html"
+    page.write_text(charrnn.load(memorised_run, device="cpu").export_html())
+    dom = open_page(page, "seed=the%20Zebra&run=1", tmp_path)
+    message = re.search(r'<div id="message"[^>]*>(.*?)</div>', dom, re.S).group(1)
+    assert "does not know" in message and '"Z"' in html.unescape(message)
+    assert generated_text(dom) == ""
+
+
+def test_samples_during_training_leave_the_weights_and_random_stream_alone(tiny_corpus, tmp_path):
+    import torch
+
+    from charrnn import checkpoint
+
+    lines = []
+    job = replace(tiny_job(tiny_corpus, tmp_path / "a", steps=20, eval_every=5),
+                  model=ModelOptions(hidden=16, embedding=8, dropout=0.3))  # dropout draws from the random stream
+    run(replace(job, train=replace(job.train, sample_every=10, sample_length=30, sample_seed="the ")), log=lines.append)
+    run(replace(job, out=tmp_path / "b"))
+    a, b = (checkpoint.load(tmp_path / name / "latest.pt") for name in ("a", "b"))
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    samples = a["history"]["samples"]
+    assert [s[0] for s in samples] == [10, 20] and all(s[1].startswith("the ") and len(s[1]) == 34 for s in samples)
+    shown = [line for line in lines if line.startswith("--- sample at step")]
+    assert len(shown) == 2 and "took" in shown[0] and samples[-1][1] in shown[-1]
+
+
+def test_info_shows_the_latest_sample(runner, tiny_corpus, tmp_path):
+    args = ["--hidden", "16", "--embedding", "8", "--steps", "10", "--eval-every", "5", "--seq-len", "16",
+            "--batch-size", "4", "--precision", "fp32", "--sample-every", "5", "--sample-seed", "the "]
+    trained = runner.invoke(app, ["train", str(tiny_corpus), *args, "--out", str(tmp_path / "r")])
+    assert trained.exit_code == 0 and "--- sample at step 10" in trained.stderr and trained.stdout == ""
+    info = runner.invoke(app, ["info", str(tmp_path / "r")])
+    assert "sample at step 10" in info.stdout
+    assert json.loads(runner.invoke(app, ["info", str(tmp_path / "r"), "--json"]).stdout)["history"]["samples"][-1][0] == 10
