@@ -24,6 +24,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from None
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; the file gets the mode a plain open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -33,6 +34,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """An existing file's mode (overwriting keeps it), else 0666 less the process's umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -129,3 +129,18 @@ def test_a_second_writer_is_refused_by_the_run_lock(tmp_path):
                 pass
     with checkpoint.RunLock(tmp_path):  # released on exit
         pass
+
+
+def test_atomic_writes_give_files_the_mode_a_plain_open_would(tmp_path):
+    from charrnn import files
+
+    umask = os.umask(0o022)
+    try:
+        files.atomic_write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # shareable, as `open(..., "w")` makes it
+        (tmp_path / "kept.txt").write_text("old")
+        (tmp_path / "kept.txt").chmod(0o600)
+        files.atomic_write_text(tmp_path / "kept.txt", "new")
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o600  # overwriting keeps the file's mode
+    finally:
+        os.umask(umask)
