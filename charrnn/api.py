@@ -57,12 +57,15 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     if options.get("embedding") is not None and options["embedding"] < 1:
         raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")
     path, name = corpora.resolve(None if corpus is None else str(corpus))
-    model = ModelOptions(**{k: Cell(v) if k == "cell" else v for k, v in options.items() if k in _MODEL_OPTIONS})
-    config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})
-    run_options = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
+    try:  # the enums (cell, schedule, precision, device) name their choices when a value is not one of them
+        model = ModelOptions(**{k: Cell(v) if k == "cell" else v for k, v in options.items() if k in _MODEL_OPTIONS})
+        config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})
+        run_options = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
+        if "device" in run_options:
+            run_options["device"] = Device(run_options["device"]).value
+    except ValueError as e:
+        raise CharRNNError(f"{e}; see charrnn.train's options (the choices are those of `charrnn train --help`)") from None
     out = Path(run_options.pop("out", None) or RUNS_DIR / name)
-    if "device" in run_options:
-        run_options["device"] = Device(run_options["device"]).value
     job = TrainJob(corpus_path=path, corpus_name=name, out=out, model=model, train=config,
                    explicit=frozenset(options), **run_options)
     return _train(job, on_progress=on_progress or (lambda p: None), log=log or (lambda s: None))

@@ -99,7 +99,7 @@ class TrainConfig:
     epochs: float | None = None
     minutes: float | None = None
     val_fraction: float = 0.05
-    val_max_chars: int = 100_000  # spread over the split; 500,000 took over a third of a 5-minute default run
+    val_max_chars: int = 100_000  # spread over the split; more slowed short runs badly (bench/RESULTS.md, session 3)
     eval_every: int = 100
     random_seed: int = 0
     precision: Precision = Precision.AUTO
@@ -163,7 +163,7 @@ class EvalConfig:
 
     streams: int = 64
     burn_in: int = 256  # characters a stream reads, unscored, before its first scored one
-    window: int = 64    # characters per forward call: 1.03-1.07x faster than 32; 96 and 128 within 2.5%
+    window: int = 64    # characters per forward call: the fastest measured (bench/RESULTS.md, session 3)
     strict: bool = False
     dynamic: bool = False
     dynamic_lr: float = 1e-3

@@ -149,8 +149,8 @@ def suggest_seed(corpus_name: str, path: Path | None) -> str:
 
 def spread_sample(ids: torch.Tensor, max_chars: int, pieces: int = 16) -> torch.Tensor:
     """At most max_chars of ids, as `pieces` equal runs spaced evenly over all of it, so that a validation
-    sample stands for the whole split: a split's first stretch alone can differ from the rest (cpp's first
-    100,000 held-out characters: 1.61 bits/char; all 796,858: 1.79)."""
+    sample stands for the whole split: a split's first stretch alone can differ much from the rest (cpp's
+    does; bench/RESULTS.md, session 3)."""
     if len(ids) <= max_chars:
         return ids
     piece, stride = max_chars // pieces, len(ids) // pieces

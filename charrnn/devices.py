@@ -6,11 +6,10 @@ multiplies bf16 natively, whether this torch build can run the cell in bf16 at a
 batch's shapes. It never times anything: a timed trial picks differently under load, and then the same seed
 gives a different run.
 
-The shape rule comes from measurements on an AMD EPYC (Zen 5, AVX512-BF16), bench/RESULTS.md "Session 3"
-and "Session 4": oneDNN's bf16 LSTM is slower than fp32 for wide layers at small batches (2 x 1024 at batch
-32: 0.89-0.92x) and faster elsewhere (2 x 256 at batch 32: 1.42x; 2 x 512 at batch 64: 1.61x; 2 x 768 at
-batch 32: 1.15x; 2 x 1024 at batch 128: 1.80x; GRU 2 x 1024 at batch 32: 1.54x). `bench/precision.py` prints
-the full table on a machine with native bf16; re-run it before changing the rule.
+The shape rule comes from measurements on an AMD EPYC (Zen 5, AVX512-BF16), bench/RESULTS.md sessions 3
+and 4 (the table is also in the README): oneDNN's bf16 LSTM is slower than fp32 for wide layers at small
+batches and faster elsewhere, GRUs included. `bench/precision.py` prints the full table on a machine with
+native bf16; re-run it before changing the rule.
 """
 
 from __future__ import annotations

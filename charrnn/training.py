@@ -156,7 +156,8 @@ class Run:
 
 
 def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where torch has one for the device (5x faster than foreach on the CPU)."""
+    """Adam, fused into one kernel where torch has one for the device (several times faster than foreach on the
+    CPU: bench/RESULTS.md, session 2)."""
     if device.type in ("cpu", "cuda"):
         try:
             return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)

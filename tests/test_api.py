@@ -54,9 +54,11 @@ def test_train_from_python_matches_the_command_line(runner, tiny_corpus, tmp_pat
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
-def test_an_unknown_training_option_is_a_clear_error(tiny_corpus):
+def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
     with pytest.raises(charrnn.CharRNNError, match="unknown training option.*hiden.*hidden"):
         charrnn.train(tiny_corpus, hiden=32)
+    with pytest.raises(charrnn.CharRNNError, match="'lstn' is not a valid Cell"):
+        charrnn.train(tiny_corpus, cell="lstn")
 
 
 def test_the_command_lines_defaults_are_the_apis():

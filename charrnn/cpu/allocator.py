@@ -2,11 +2,11 @@
 
 torch's CPU allocator calls malloc and free directly, and glibc serves every large block (activations,
 gradients, oneDNN's RNN workspace) with a fresh mmap and unmaps it on free. So each training step
-page-faults and zeroes its buffers afresh: a 2 x 1024 LSTM step took 189,000 minor page faults (about
-740 MB). With mmap off (M_MMAP_MAX = 0) large blocks come from the heap, and with a high trim threshold
-freed blocks stay there for the next step: 60 faults a step, and 2 x 1024 training ran 1.3x faster
-(bench/RESULTS.md). The cost: the process keeps its peak heap until it exits, which a training or
-evaluation run reaches anyway. Where mmap is off, glibc still falls back to it if the heap cannot grow.
+page-faults and zeroes its buffers afresh (hundreds of MB a step for a 2 x 1024 LSTM). With mmap off
+(M_MMAP_MAX = 0) large blocks come from the heap, and with a high trim threshold freed blocks stay there for
+the next step: a few faults a step, and 2 x 1024 training ran markedly faster (bench/RESULTS.md, session 2).
+The cost: the process keeps its peak heap until it exits, which a training or evaluation run reaches anyway.
+Where mmap is off, glibc still falls back to it if the heap cannot grow.
 CHARRNN_KEEP_FREED_MEMORY=0 in the environment leaves malloc as it is.
 """
 

@@ -9,7 +9,7 @@ candidate) with its own forward and backward:
 - each step does one (B, H) x (H, 3H) product and a few elementwise ops, forward and backward;
 - the weight gradients are one large product each, after the loop.
 
-Every product goes through oneDNN (charrnn.cpu.onednn), 2-3x torch.mm's speed there. `OneDNNGRU` is an
+Every product goes through oneDNN (charrnn.cpu.onednn), faster than torch.mm there (bench/RESULTS.md). `OneDNNGRU` is an
 nn.GRU (same parameters, same state_dict keys) that takes this path where `onednn.serves()` its input (fp32 on
 the CPU outside autocast, op present) and nn.GRU's own elsewhere.
 """

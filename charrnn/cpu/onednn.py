@@ -1,8 +1,8 @@
 """Matrix products through oneDNN on the CPU, where torch's default fp32 path is slow.
 
 torch.mm/addmm in fp32 go to torch's default BLAS. On some CPUs (measured: AMD EPYC Zen 5) that runs at a
-third to a half of what oneDNN reaches at the shapes a char-RNN uses: 130 vs 340 GFLOP/s for a recurrent
-step (32, 1024) x (1024, 3072), 29 vs 53 GB/s of weights read for a batch-1 step. oneDNN's linear is
+third to a half of what oneDNN reaches at the shapes a char-RNN uses, for the recurrent step and for the
+batch-1 weight reads alike (bench/RESULTS.md, sessions 2-3; on a Zen 3 the two were level, session 4). oneDNN's linear is
 reachable as `torch.ops.mkldnn._linear_pointwise`, an internal op that inductor uses; `available()` checks
 it once and callers fall back to plain torch where it is missing or wrong.
 """
@@ -40,7 +40,7 @@ def serves(x: Tensor) -> bool:
 
 class OneDNNLinear(nn.Linear):
     """nn.Linear (same parameters and state_dict keys) whose forward and backward run through oneDNN on the CPU
-    in fp32: 2-2.5x torch's speed at the output layer's shapes (bench/RESULTS.md, session 3)."""
+    in fp32 (`trainable_linear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if serves(x):
@@ -49,8 +49,8 @@ class OneDNNLinear(nn.Linear):
 
 
 class Batch1Products:
-    """The sampler's per-step products `bias + x @ w` through oneDNN, which streams the weights about twice as
-    fast as torch.addmm at batch 1 (2 x 1024: 1,048 vs 379 chars/s, bench/RESULTS.md)."""
+    """The sampler's per-step products `bias + x @ w` through oneDNN, which streamed the weights about twice as
+    fast as torch.addmm at batch 1 on the Zen 5 (bench/RESULTS.md, session 2)."""
 
     @staticmethod
     def matrix(w: Tensor) -> Tensor:
@@ -66,8 +66,8 @@ class Batch1Products:
 
 
 def trainable_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear over x (..., K) with its backward through oneDNN too: 2-2.5x torch's speed at the output
-    layer's shapes (e.g. (2048, 512) x (512, 103)), where torch's default path runs at 130-190 GFLOP/s."""
+    """F.linear over x (..., K) with its backward through oneDNN too: about twice torch's speed at the output
+    layer's shapes (e.g. (2048, 512) x (512, 103)) on the Zen 5 (bench/RESULTS.md, session 3)."""
     out = _LinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
 
