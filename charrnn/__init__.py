@@ -23,6 +23,9 @@ _API = {"train", "load", "Model", "TrainResult", "Progress", "EvalResult"}
 
 def __getattr__(name: str):
     if name in _API:
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Failed to initialize NumPy")  # torch's, on import; none is needed
         from charrnn import api
 
         globals()[name] = value = getattr(api, name)  # once: later lookups find it directly
