@@ -9,8 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charrnn import checkpoint
-from charrnn import devices as precision
+from charrnn import checkpoint, devices
 from charrnn.config import Cell, Precision
 from charrnn.errors import CharRNNError
 from charrnn.training import ModelOptions, run
@@ -18,41 +17,41 @@ from charrnn.training import ModelOptions, run
 from .conftest import tiny_job
 
 CPU = torch.device("cpu")
-BF16_LSTM_RUNS = precision.bf16_runs("cpu", Cell.LSTM)
+BF16_LSTM_RUNS = devices.bf16_runs("cpu", Cell.LSTM)
 needs_bf16_lstm = pytest.mark.skipif(not BF16_LSTM_RUNS, reason="this CPU cannot run oneDNN's bf16 LSTM (no AVX-512)")
 
 
 @pytest.fixture
 def native_bf16(monkeypatch):
     """Pretend the CPU multiplies bf16 natively (whether or not it does)."""
-    monkeypatch.setattr(precision, "has_native_bf16", lambda device: True)
+    monkeypatch.setattr(devices, "has_native_bf16", lambda device: True)
 
 
 def test_the_rule_keeps_wide_lstms_at_small_batches_in_fp32():
-    assert precision.rule_prefers_bf16(Cell.LSTM, 256, 32)  # the default model: 1.42x in bf16 (bench/RESULTS.md)
-    assert precision.rule_prefers_bf16(Cell.LSTM, 512, 64)
-    assert not precision.rule_prefers_bf16(Cell.LSTM, 1024, 32)  # 0.89-0.92x in bf16
-    assert precision.rule_prefers_bf16(Cell.LSTM, 1024, 128)  # 1.80x
-    assert precision.rule_prefers_bf16(Cell.GRU, 1024, 32)  # 1.54x
+    assert devices.rule_prefers_bf16(Cell.LSTM, 256, 32)  # the default model: 1.42x in bf16 (bench/RESULTS.md)
+    assert devices.rule_prefers_bf16(Cell.LSTM, 512, 64)
+    assert not devices.rule_prefers_bf16(Cell.LSTM, 1024, 32)  # 0.89-0.92x in bf16
+    assert devices.rule_prefers_bf16(Cell.LSTM, 1024, 128)  # 1.80x
+    assert devices.rule_prefers_bf16(Cell.GRU, 1024, 32)  # 1.54x
 
 
 @pytest.mark.parametrize("cell", list(Cell))
 def test_auto_on_a_native_bf16_cpu_follows_the_rule_where_bf16_runs(native_bf16, cell):
     for hidden, batch in itertools.product((256, 1024), (32, 128)):
-        bf16, why = precision.choose_bf16(Precision.AUTO, CPU, cell=cell, hidden=hidden, batch_size=batch)
-        expected = precision.bf16_runs("cpu", cell) and precision.rule_prefers_bf16(cell, hidden, batch)
+        bf16, why = devices.choose_bf16(Precision.AUTO, CPU, cell=cell, hidden=hidden, batch_size=batch)
+        expected = devices.bf16_runs("cpu", cell) and devices.rule_prefers_bf16(cell, hidden, batch)
         assert bf16 is expected and why.startswith("bf16" if expected else "fp32")
 
 
 def test_auto_is_fp32_without_native_bf16(monkeypatch):
-    monkeypatch.setattr(precision, "has_native_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "has_native_bf16", lambda device: False)
     for cell in Cell:
-        assert precision.choose_bf16(Precision.AUTO, CPU, cell=cell, hidden=256, batch_size=32)[0] is False
+        assert devices.choose_bf16(Precision.AUTO, CPU, cell=cell, hidden=256, batch_size=32)[0] is False
 
 
 def test_explicit_fp32_and_bf16_are_taken_as_asked():
-    assert precision.choose_bf16(Precision.FP32, CPU, cell=Cell.LSTM, hidden=256, batch_size=32)[0] is False
-    assert precision.choose_bf16(Precision.BF16, CPU, cell=Cell.RNN, hidden=256, batch_size=32)[0] is True
+    assert devices.choose_bf16(Precision.FP32, CPU, cell=Cell.LSTM, hidden=256, batch_size=32)[0] is False
+    assert devices.choose_bf16(Precision.BF16, CPU, cell=Cell.RNN, hidden=256, batch_size=32)[0] is True
 
 
 @pytest.mark.skipif(BF16_LSTM_RUNS, reason="this CPU runs bf16 LSTMs")
@@ -109,7 +108,7 @@ def test_a_resumed_auto_run_keeps_the_arithmetic_its_checkpoint_records(native_b
     run(job)
     state = checkpoint.load(tmp_path / "run" / "latest.pt")
     chosen = state["bf16"]
-    monkeypatch.setattr(precision, "rule_prefers_bf16", lambda *a: not chosen)  # a rule that changed since
+    monkeypatch.setattr(devices, "rule_prefers_bf16", lambda *a: not chosen)  # a rule that changed since
     lines = []
     run(replace(job, resume=True, train=replace(job.train, steps=8), explicit=frozenset({"steps"})), log=lines.append)
     state = checkpoint.load(tmp_path / "run" / "latest.pt")
@@ -137,4 +136,4 @@ def test_bf16_training_of_a_plain_rnn_learns(tiny_corpus, tmp_path):
 def test_native_bf16_means_avx512_bf16_or_amx(monkeypatch, native):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert precision.has_native_bf16(CPU) is native
+    assert devices.has_native_bf16(CPU) is native
