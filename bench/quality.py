@@ -1,0 +1,87 @@
+"""Quality per minute, by the held-out protocol: train on the first part of a text, score text the run never saw.
+
+    python bench/quality.py ../shared/corpora/tinyshakespeare.txt --minutes 5
+    python bench/quality.py ../shared/corpora/tinyshakespeare.txt --minutes 5 -- --dropout 0.2 --hidden 512
+    python bench/quality.py cpp --minutes 5            # a built-in corpus: scored on its own held-out split
+
+A file is cut at 90%: `charrnn train` gets the first 90% (its own validation, for best.pt, is the last 5% of
+that), and `charrnn eval` scores the last 10%, which training never read. A built-in corpus is scored on the
+held-out split at its end (`charrnn eval` without FILE). Arguments after `--` go to `charrnn train` as they are.
+Every result line carries the CPU's name and an fp32 GEMM figure measured in the same run, since a
+`--minutes` budget buys more steps on a faster day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import torch  # noqa: E402
+
+BUILT_IN = ("cpp", "python")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def charrnn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus", help="a text file (split 90/10 here) or a built-in corpus name")
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--work", type=Path, default=None, help="where the split and the run go (default: a temp dir)")
+    args, train_options = parser.parse_known_args()
+    train_options = [o for o in train_options if o != "--"]
+    work = args.work or Path(tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
+    gemm_before = gemm_gflops()
+    if args.corpus in BUILT_IN:
+        train_text, held_out = args.corpus, None
+    else:
+        text = Path(args.corpus).read_text(encoding="utf-8")
+        cut = int(len(text) * 0.9)
+        train_text, held_out = work / "train.txt", work / "held_out.txt"
+        train_text.write_text(text[:cut], encoding="utf-8")
+        held_out.write_text(text[cut:], encoding="utf-8")
+    run = work / "run"
+    trained = charrnn("train", str(train_text), "--minutes", str(args.minutes), "--out", str(run), "--force",
+                      "--quiet", *train_options)
+    report = json.loads(charrnn("eval", *([str(held_out)] if held_out else []), "-c", str(run), "--json").stdout)
+    state = torch.load(run / "latest.pt", weights_only=True)
+    result = {"corpus": args.corpus, "minutes": args.minutes, "options": " ".join(train_options) or "(defaults)",
+              "steps": state["step"], "held_out_bits_per_char": round(report["bits_per_char"], 4),
+              "own_validation_bits_per_char": round(min(v for _, v, _ in state["history"]["val"]) / 0.6931471805599453, 4),
+              "cpu": cpu_name(), "gemm_fp32_gflops": round((gemm_before + gemm_gflops()) / 2),
+              "date": time.strftime("%Y-%m-%d"), "summary": trained.stderr.strip().splitlines()[-1]}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
