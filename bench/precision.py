@@ -23,6 +23,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
+
 from charrnn.config import Cell, ModelConfig  # noqa: E402
 from charrnn.devices import autocast, bf16_runs, has_native_bf16, rule_prefers_bf16  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
@@ -33,24 +35,6 @@ GRID = {  # cell: (hidden sizes, batch sizes)
     Cell.LSTM: ((256, 512, 768, 1024, 1536), (16, 32, 64, 128)),
     Cell.GRU: ((256, 512, 1024), (16, 32, 128)),
 }
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
-def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 def speedup(cell: Cell, hidden: int, batch: int, repeats: int) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 import torch  # noqa: E402
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
 from torch import nn  # noqa: E402
 
 VOCAB = 103
@@ -278,16 +278,6 @@ def table(limits: dict, rows: list[dict]) -> str:
                          f"(of-limit ratio; raw chars/s {a['train_chars_per_s'] / b['train_chars_per_s']:.2f}x), "
                          f"batch-1 sampling {a['sample_b1_chars_per_s'] / b['sample_b1_chars_per_s']:.1f}x")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
