@@ -99,6 +99,11 @@ class Model:
         return self.network.config
 
     @property
+    def name(self) -> str:
+        """The run's name: its directory for a run's best.pt or latest.pt, else the file's stem."""
+        return self.path.parent.name if self.path.stem in ("best", "latest") else self.path.stem
+
+    @property
     def device(self) -> torch.device:
         return self.network.head.weight.device
 
@@ -180,7 +185,7 @@ class Model:
 
         summary = self.summary()
         c, corpus = self.config, summary.get("corpus") or {}
-        name = title or f"charrnn · {self.path.parent.name if self.path.stem in ('best', 'latest') else self.path.stem}"
+        name = title or f"charrnn · {self.name}"
         best = summary.get("best_val_bits_per_char")
         about = {"name": name, "model": f"{c.cell.value.upper()} {c.layers} x {c.hidden}{' with skips' if c.skip else ''}",
                  "parameters": f"{summary['parameters']:,}", "corpus": corpus.get("name", "?"),

@@ -84,7 +84,6 @@ def export(
         from charrnn import api, files, ui
 
         model = api.load(checkpoint, device="cpu")
-        name = model.path.parent.name if model.path.stem in ("best", "latest") else model.path.stem
-        out = files.output_file(out or Path(f"{name}.html"), "--out")
+        out = files.output_file(out or Path(f"{model.name}.html"), "--out")
         files.atomic_write_text(out, model.export_html(weights=weights, seed=seed))
         ui.message(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {weights} weights); open it in a browser")
