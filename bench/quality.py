@@ -38,6 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", help="a text file (split 90/10 here) or a built-in corpus name")
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="a fixed number of steps instead of --minutes: the result no longer depends on the machine's speed or load")
     parser.add_argument("--work", type=Path, default=None, help="where the split and the run go (default: a temp dir)")
     args, train_options = parser.parse_known_args()
     train_options = [o for o in train_options if o != "--"]
@@ -53,11 +55,12 @@ def main() -> None:
         train_text.write_text(text[:cut], encoding="utf-8")
         held_out.write_text(text[cut:], encoding="utf-8")
     run = work / "run"
-    trained = charrnn("train", str(train_text), "--minutes", str(args.minutes), "--out", str(run), "--force",
-                      "--quiet", *train_options)
+    budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
+    trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
     report = json.loads(charrnn("eval", *([str(held_out)] if held_out else []), "-c", str(run), "--json").stdout)
     state = torch.load(run / "latest.pt", weights_only=True)
-    result = {"corpus": args.corpus, "minutes": args.minutes, "options": " ".join(train_options) or "(defaults)",
+    result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
+              "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",
               "steps": state["step"], "held_out_bits_per_char": round(report["bits_per_char"], 4),
               "own_validation_bits_per_char": round(min(v for _, v, _ in state["history"]["val"]) / 0.6931471805599453, 4),
               "cpu": cpu_name(), "gemm_fp32_gflops": round((gemm_before + gemm_gflops()) / 2),

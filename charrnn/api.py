@@ -23,6 +23,7 @@ from charrnn.config import Cell, Device, EvalConfig, Precision, SampleConfig, Tr
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalResult, TextSource
 from charrnn.evaluate import run as _evaluate
+from charrnn.plan import PLANNED
 from charrnn.training import ModelOptions, Progress, TrainJob, TrainResult
 from charrnn.training import run as _train
 from charrnn.vocab import Vocab
@@ -44,9 +45,11 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     `out` (default runs/<corpus name>). Returns when the budget is spent or on Ctrl-C (then `interrupted`).
 
     Options are `charrnn train`'s, as keywords with the same names and defaults: cell, layers, hidden,
-    embedding, skip, dropout (model); seq_len, batch_size, lr, schedule, warmup_steps, grad_clip, steps,
-    epochs, minutes, val_fraction, eval_every, random_seed, precision (training); out, resume, force, device,
-    threads, encoding. `on_progress` receives a `Progress` after every step; `log` receives log lines.
+    embedding, skip, dropout, embedding_dropout, variational (model); seq_len, batch_size, lr, schedule,
+    warmup_steps, grad_clip, weight_decay, steps, epochs, minutes, val_fraction, eval_every, random_seed,
+    precision (training); out, resume, force, device, threads, encoding. hidden, dropout and eval_every that
+    are not given are planned from the corpus size and the budget (charrnn.plan). `on_progress` receives a
+    `Progress` after every step; `log` receives log lines.
     With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
     """
     unknown = sorted(set(options) - set(TRAIN_OPTIONS))
@@ -67,7 +70,7 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
         raise CharRNNError(f"{e}; see charrnn.train's options (the choices are those of `charrnn train --help`)") from None
     out = Path(run_options.pop("out", None) or RUNS_DIR / name)
     job = TrainJob(corpus_path=path, corpus_name=name, out=out, model=model, train=config,
-                   explicit=frozenset(options), **run_options)
+                   explicit=frozenset(options), planned=frozenset(PLANNED) - frozenset(options), **run_options)
     return _train(job, on_progress=on_progress or (lambda p: None), log=log or (lambda s: None))
 
 

@@ -67,14 +67,17 @@ class ModelConfig:
     hidden: int = 256
     embedding: int = 64
     skip: bool = True
-    dropout: float = 0.0
+    dropout: float = 0.0  # on each layer's output, where it feeds the next layer and the output layer
+    embedding_dropout: float = 0.0  # on the embedded input, which feeds every layer with skips
+    variational: bool = False  # one dropout mask per stream and window, shared across time (Gal & Ghahramani 2016)
 
     def __post_init__(self):
         object.__setattr__(self, "cell", Cell(self.cell))
         for name in ("vocab_size", "layers", "hidden", "embedding"):
             _positive(name, getattr(self, name))
-        if not 0.0 <= self.dropout < 1.0:
-            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "embedding_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CharRNNError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return _plain(self)
@@ -95,6 +98,7 @@ class TrainConfig:
     warmup_steps: int = 50
     final_lr_fraction: float = 0.05
     grad_clip: float = 1.0
+    weight_decay: float = 0.0  # AdamW's decoupled decay of the weight matrices (not biases)
     steps: int | None = None
     epochs: float | None = None
     minutes: float | None = None
@@ -117,6 +121,8 @@ class TrainConfig:
             raise CharRNNError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
         if not 0.0 < self.val_fraction < 1.0:
             raise CharRNNError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if self.weight_decay < 0:
+            raise CharRNNError(f"--weight-decay must be 0 (off) or positive, got {self.weight_decay}")
         if self.warmup_steps < 0:
             raise CharRNNError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
 

@@ -35,7 +35,8 @@ class CharRNN(nn.Module):
         self.layers = nn.ModuleList(
             recurrent(self.layer_input_size(n), c.hidden, batch_first=True) for n in range(c.layers)
         )
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = _dropout(c.dropout, c.variational)
+        self.embedding_dropout = _dropout(c.embedding_dropout, c.variational)
         self.head = layer_type("Linear")(c.hidden * (c.layers if c.skip else 1), c.vocab_size)
 
     def layer_input_size(self, n: int) -> int:
@@ -51,7 +52,7 @@ class CharRNN(nn.Module):
                 for _ in self.layers]
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embed(ids)  # (B, T, E)
+        x = self.embedding_dropout(self.embed(ids))  # (B, T, E)
         outputs: list[Tensor] = []  # each layer's output, (B, T, H)
         new_state: State = []
         for n, layer in enumerate(self.layers):
@@ -69,6 +70,25 @@ class CharRNN(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class SequenceDropout(nn.Module):
+    """Dropout with one mask per stream for the whole window, shared across time steps (Gal & Ghahramani 2016's
+    variational dropout on a layer's inputs); the fused recurrent kernels stay untouched."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, F)
+        if not self.training or self.p == 0:
+            return x
+        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+def _dropout(p: float, variational: bool) -> nn.Module:
+    return SequenceDropout(p) if variational else nn.Dropout(p)
 
 
 def _to_module_state(layer_state: LayerState):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, distributed, files, kernels, sampling
+from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, bits
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
 from charrnn.devices import autocast, bf16_runs, choose_bf16, pick_device
@@ -38,11 +38,14 @@ class ModelOptions:
     embedding: int | None = None  # None: the vocabulary size (one-hot equivalent), at most 256
     skip: bool = True
     dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    variational: bool = False
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
         embedding = self.embedding or min(vocab_size, 256)
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
-                           embedding=embedding, skip=self.skip, dropout=self.dropout)
+                           embedding=embedding, skip=self.skip, dropout=self.dropout,
+                           embedding_dropout=self.embedding_dropout, variational=self.variational)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class TrainJob:
     model: ModelOptions = ModelOptions()
     train: TrainConfig = TrainConfig()
     explicit: frozenset[str] = frozenset()  # option names the user set; on --resume they override the checkpoint
+    planned: frozenset[str] = frozenset()  # settings charrnn.plan chooses for a new run (api.train: those not given)
     resume: bool = False
     force: bool = False
     device: str = "auto"
@@ -141,6 +145,7 @@ class Run:
     budget_seconds: float | None
     first_step: int  # where this session started (a resumed run's step)
     sample_seed: str  # what samples during training start from (--sample-seed, or one that suits the corpus)
+    plan_note: str  # what charrnn.plan chose for this run, for the log and the checkpoint
     log: Callable[[str], None]
 
     @property
@@ -155,15 +160,32 @@ class Run:
         return max(parts) if parts else 0.0
 
 
-def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where torch has one for the device (several times faster than foreach on the
-    CPU: bench/RESULTS.md, session 2)."""
+def _adam(model: torch.nn.Module, lr: float, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """AdamW (Adam when weight_decay is 0), fused into one kernel where torch has one for the device (several
+    times faster than foreach on the CPU: bench/RESULTS.md, session 2). Decay applies to weight matrices only."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    others = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
     if device.type in ("cpu", "cuda"):
         try:
-            return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
+            return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
         except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
             pass
-    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
+
+
+def _two_groups(saved: dict, model: torch.nn.Module) -> dict:
+    """An optimiser state saved before weight decay (one group over model.parameters() in order) as _adam's
+    two groups (matrices, then the rest), so that older runs resume; a two-group state passes unchanged."""
+    if len(saved["param_groups"]) != 1:
+        return saved
+    params = list(model.parameters())
+    order = [i for i, p in enumerate(params) if p.dim() >= 2] + [i for i, p in enumerate(params) if p.dim() < 2]
+    group = saved["param_groups"][0]
+    n_matrices = sum(p.dim() >= 2 for p in params)
+    groups = [{**group, "params": list(range(n_matrices))}, {**group, "params": list(range(n_matrices, len(params)))}]
+    return {"state": {new: saved["state"][old] for new, old in enumerate(order) if old in saved["state"]},
+            "param_groups": groups}
 
 
 def _choose_bf16(precision: Precision, model_config: ModelConfig, batch_size: int, device: torch.device,
@@ -242,8 +264,9 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
             if wanted != have:
                 raise CharRNNError(f"--resume: --{name} {getattr(wanted, 'value', wanted)} differs from the checkpoint's "
                                    f"{getattr(have, 'value', have)}; drop --{name} to continue the run")
-    if "dropout" in job.explicit:
-        model_config = replace(model_config, dropout=job.model.dropout)
+    for name in ("dropout", "embedding_dropout", "variational"):
+        if name in job.explicit:
+            model_config = replace(model_config, **{name: getattr(job.model, name)})
     saved = TrainConfig.from_dict(state["train_config"])
     overrides = {name: getattr(job.train, name) for name in job.explicit if hasattr(saved, name)}
     if {"steps", "epochs", "minutes"} & job.explicit:  # a new budget replaces the old one entirely
@@ -291,9 +314,12 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
         model_config, config = _merge_on_resume(job, resumed)
     else:
         corpus = read_corpus(job.corpus_path, name=job.corpus_name, encoding=job.encoding)
-        model_config, config = job.model.for_vocab(len(corpus.vocab)), job.train
+        config = job.train
     if not (config.steps or config.epochs or config.minutes):
         config = replace(config, minutes=DEFAULT_MINUTES)
+    plan_note = resumed.get("plan", "settings as the checkpoint recorded them") if resumed is not None else ""
+    if resumed is None:
+        model_config, config, plan_note = _planned(job, config, corpus, ctx)
     device = ctx.device
 
     torch.manual_seed(config.random_seed)
@@ -304,18 +330,20 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
     # temporaries still go back to the OS. Not under torchrun: a gloo rank aborted once at exit with it (CI).
     if not ctx.enabled:
         kernels.keep_freed_memory(device)
-    optimizer = _adam(model, config.lr, device)
+    optimizer = _adam(model, config.lr, device, config.weight_decay)
     state = RunState()
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         fused = optimizer.param_groups[0].get("fused")
-        optimizer.load_state_dict(resumed["optimizer"])
+        optimizer.load_state_dict(_two_groups(resumed["optimizer"], model))
         for group in optimizer.param_groups:  # the saved flag names the device it was saved on, not this one
+            group["decoupled_weight_decay"] = True
             group["fused"] = fused
         rows = slice(ctx.rank * batches.batch_size, (ctx.rank + 1) * batches.batch_size)
         state = RunState.from_checkpoint(resumed, rows, config.batch_size, device)
-    for group in optimizer.param_groups:
+    for group, decay in zip(optimizer.param_groups, (config.weight_decay, 0.0)):
         group["lr"] = config.lr
+        group["weight_decay"] = decay  # a resumed run may change it; checkpoints before AdamW have one group
     bf16, arithmetic = _choose_bf16(config.precision, model_config, batches.batch_size, device,
                                     resumed.get("bf16") if resumed is not None else None)
     wrapped = model
@@ -329,9 +357,26 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
                wrapped=wrapped, optimizer=optimizer, batches=batches,
                val_ids=spread_sample(val_ids, config.val_max_chars), bf16=bf16, arithmetic=arithmetic,
                total_steps=total_steps, budget_seconds=config.minutes * 60 if config.minutes else None,
-               first_step=state.step, log=log,
+               first_step=state.step, log=log, plan_note=plan_note,
                sample_seed=config.sample_seed if config.sample_seed is not None else suggest_seed(corpus.name, corpus.path),
                ), state
+
+
+def _planned(job: TrainJob, config: TrainConfig, corpus: Corpus,
+             ctx: distributed.Context) -> tuple[ModelConfig, TrainConfig, str]:
+    """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
+    options = job.model
+    vocab_size = len(corpus.vocab)
+    chosen = tuple(name for name in plan.PLANNED if name in job.planned)
+    planned = plan.plan(corpus_chars=round(len(corpus.ids) * (1 - config.val_fraction)), device_type=ctx.device.type,
+                        budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),
+                        vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
+                        skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,
+                        processes=ctx.world_size, hidden=None if "hidden" in chosen else options.hidden)
+    options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "dropout") if name in chosen})
+    if "eval_every" in chosen:
+        config = replace(config, eval_every=planned.eval_every)
+    return options.for_vocab(vocab_size), config, planned.describe(chosen)
 
 
 def _first_log_line(run: Run) -> str:
@@ -341,7 +386,7 @@ def _first_log_line(run: Run) -> str:
             f"model {m.cell.value} {m.layers}x{m.hidden}{' with skips' if m.skip else ''}, "
             f"{run.model.parameter_count():,} parameters; device {run.device}"
             f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}, {run.arithmetic}; "
-            f"{_budget_note(run.config, run.total_steps)}")
+            f"{_budget_note(run.config, run.total_steps)}; {run.plan_note}")
 
 
 def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) -> TrainResult:
@@ -457,6 +502,7 @@ def _save(run: Run, state: RunState, val_nats: float | None) -> None:
                    "chars": len(c.ids), "val_fraction": run.config.val_fraction},
         "world_size": run.ctx.world_size,
         "bf16": run.bf16,  # the arithmetic this run chose, kept on resume
+        "plan": run.plan_note,
     }
     checkpoint.save(run.out / checkpoint.LATEST, payload)
     if val_nats is not None and val_nats <= state.best_val_nats:

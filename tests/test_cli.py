@@ -29,7 +29,8 @@ def test_every_command_has_help_that_names_its_defaults(runner, command):
                        "--val-fraction", "--eval-every", "--out", "--resume", "--device", "--random-seed", "--threads",
                        "--quiet", "--precision"):
             assert option in result.stdout, option
-        assert "default: 256" in result.stdout
+        assert "default: 64" in result.stdout  # --seq-len
+        assert "Default: planned from the corpus size and the budget" in " ".join(result.stdout.split())  # --hidden
 
 
 def test_train_end_to_end_writes_checkpoints_that_load_with_weights_only(runner, tiny_corpus):

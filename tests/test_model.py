@@ -99,3 +99,37 @@ def test_fused_forward_matches_a_naive_step_by_step_lstm():
     ids = torch.randint(0, 29, (2, 15))
     with torch.no_grad():
         assert torch.allclose(model(ids)[0], naive_lstm_forward(model, ids), atol=1e-5)
+
+
+def test_embedding_dropout_acts_while_training_and_never_in_eval_mode():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(embedding_dropout=0.5))
+    plain = CharRNN(tiny_config())
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 29, (2, 12))
+    model.train()
+    assert not torch.equal(model(ids)[0], model(ids)[0])  # a fresh mask each call
+    model.eval()
+    plain.eval()
+    assert torch.equal(model(ids)[0], plain(ids)[0])
+
+
+def test_variational_dropout_keeps_one_mask_per_stream_for_the_whole_window():
+    from charrnn.model import SequenceDropout
+
+    torch.manual_seed(0)
+    drop = SequenceDropout(0.5).train()
+    out = drop(torch.ones(4, 30, 64))
+    assert torch.equal(out, out[:, :1, :].expand_as(out))  # the same units dropped at every time step
+    assert set(out.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1/(1-p)
+    assert 0.3 < (out[:, 0] == 0).float().mean() < 0.7
+    assert not torch.equal(out[0, 0], out[1, 0])  # streams differ
+    assert torch.equal(drop.eval()(torch.ones(2, 3, 4)), torch.ones(2, 3, 4))
+
+
+def test_variational_dropout_is_used_where_the_config_asks():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(dropout=0.3, embedding_dropout=0.2, variational=True)).train()
+    ids = torch.randint(0, 29, (2, 12))
+    assert type(model.dropout).__name__ == type(model.embedding_dropout).__name__ == "SequenceDropout"
+    assert not torch.equal(model(ids)[0], model(ids)[0])

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.config import Schedule, TrainConfig
+from charrnn.config import ModelConfig, Schedule, TrainConfig
 from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
 from charrnn.training import lr_at, run
 
-from .conftest import tiny_job
+from .conftest import tiny_config, tiny_job
 
 
 def weights(run_dir):
@@ -167,3 +168,36 @@ def test_a_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_checkp
         run(replace(job, train=replace(job.train, steps=20), resume=True, explicit=frozenset({"steps"})))
     assert (tmp_path / "r" / "latest.pt").read_bytes() == before
     assert not list((tmp_path / "r").glob("*.tmp"))
+
+
+def test_weight_decay_shrinks_weight_matrices_and_leaves_biases_alone():
+    from charrnn.training import _adam
+
+    model = CharRNN(tiny_config())
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = _adam(model, 0.1, torch.device("cpu"), weight_decay=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: only the decay moves anything
+    optimizer.step()
+    for name, p in model.named_parameters():
+        expected = before[name] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[name]
+        assert torch.allclose(p.detach(), expected), name
+
+
+def test_a_run_saved_with_a_one_group_optimizer_resumes_exactly(tiny_corpus, tmp_path):
+    """Checkpoints written before weight decay kept Adam's state as one group over the parameters in order."""
+    config = {"schedule": Schedule.CONSTANT}
+    run(tiny_job(tiny_corpus, tmp_path / "once", steps=20, **config))
+    split = tiny_job(tiny_corpus, tmp_path / "twice", steps=10, **config)
+    run(split)
+    latest = tmp_path / "twice" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    params = list(CharRNN(ModelConfig.from_dict(state["model_config"])).parameters())
+    order = [i for i, p in enumerate(params) if p.dim() >= 2] + [i for i, p in enumerate(params) if p.dim() < 2]
+    saved = state["optimizer"]
+    group = {**saved["param_groups"][0], "params": list(range(len(params)))}
+    group.pop("decoupled_weight_decay", None)
+    state["optimizer"] = {"state": {old: saved["state"][new] for new, old in enumerate(order)}, "param_groups": [group]}
+    torch.save(state, latest)
+    run(replace(split, train=replace(split.train, steps=20), resume=True, explicit=frozenset({"steps"})))
+    assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))

@@ -54,13 +54,22 @@ def train(
         help="A UTF-8 text file, or a built-in corpus name (cpp, python). Default: cpp.", show_default=False)] = None,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell type.")] = Cell.LSTM,
     layers: Annotated[int, typer.Option(help="Number of recurrent layers.")] = 2,
-    hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 256,
+    hidden: Annotated[Optional[int], typer.Option(
+        help="Units per recurrent layer. Default: planned from the corpus size and the budget (the first log line "
+             "says what was chosen and why; bench/QUALITY.md has the rule).", show_default=False)] = None,
     embedding: Annotated[Optional[int], typer.Option(
         help="Character embedding size. Default: the vocabulary size (one-hot equivalent), at most 256.",
         show_default=False)] = None,
     skip: Annotated[bool, typer.Option(
         "--skip/--no-skip", help="Graves (2013) skip connections: the input feeds every layer, every layer feeds the output.")] = True,
-    dropout: Annotated[float, typer.Option(help="Dropout probability between layers and before the output layer.")] = 0.0,
+    dropout: Annotated[Optional[float], typer.Option(
+        help="Dropout probability on each layer's output (where it feeds the next layer and the output layer). "
+             "Default: planned: none for about one pass over the text, more as the budget allows more passes.",
+        show_default=False)] = None,
+    embedding_dropout: Annotated[float, typer.Option(help="Dropout probability on the embedded input characters.")] = 0.0,
+    variational: Annotated[bool, typer.Option(
+        "--variational-dropout/--no-variational-dropout",
+        help="One dropout mask per stream for a whole window, shared across time steps (Gal & Ghahramani 2016).")] = False,
     seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 3e-3,
@@ -68,13 +77,16 @@ def train(
         help="Learning-rate schedule after warm-up: cosine decays to 5% of --lr over the budget; constant keeps it.")] = Schedule.COSINE,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 50,
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient's global norm to this (0: off).")] = 1.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW's decoupled weight decay on the weight matrices (0: plain Adam).")] = 0.0,
     steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps in total (counting resumed ones).", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the training text.", show_default=False)] = None,
     minutes: Annotated[Optional[float], typer.Option(
         help="Stop after this much wall-clock time in total (not repeatable: use --steps or --epochs for that). "
              "With no --steps/--epochs/--minutes: 10 minutes.", show_default=False)] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the text (at its end) held out for validation.")] = 0.05,
-    eval_every: Annotated[int, typer.Option(help="Validate and save a checkpoint every this many steps.")] = 100,
+    eval_every: Annotated[Optional[int], typer.Option(
+        help="Validate and save a checkpoint every this many steps. Default: planned, about 10 times per run.",
+        show_default=False)] = None,
     precision: Annotated[Precision, typer.Option(
         help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 (recent GPUs, CPUs with AVX512-BF16 "
              "or AMX; up to 1.8x faster, same bits/char), except for LSTMs of 1024+ units at batches under 128 on a "

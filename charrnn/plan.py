@@ -1,0 +1,107 @@
+"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout and validation cadence a run
+gets for whatever the user did not set, from the corpus size, the budget and the device type alone.
+
+It never times anything, so the same command on the same machine always picks the same settings. With
+--minutes it plans from a nominal throughput per device class (NOMINAL_FLOPS), not from this machine's speed;
+a faster machine then simply reads more characters than planned.
+
+The rule, in words (measurements in bench/QUALITY.md, "The rule"):
+- Width: the widest layer such that the budget still reads at least CHARS_PER_PARAMETER characters per
+  parameter (wider models learn more per character, but one that sees too little text per parameter ends
+  under-trained), and the model has at most PARAMETERS_PER_CHAR parameters per character of corpus.
+- Dropout: none while the run reads the corpus about once; past that, it grows with the planned passes
+  (log2), up to MAX_DROPOUT. A model that sees its text many times learns it by heart without it.
+- Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from charrnn.config import Cell
+
+# Training throughput per process, counted as 6 x parameters FLOP per character (forward and backward).
+# cpu: a 2-core AMD EPYC (Zen 3, fp32) measured 77-109 GFLOP/s so counted, widths 256-768 (bench/RESULTS.md,
+# session 5). cuda and mps: not measured in this project; nominal figures for a current GPU, deliberately low.
+NOMINAL_FLOPS = {"cpu": 1.0e11, "mps": 1.0e12, "cuda": 1.0e13}
+WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+CHARS_PER_PARAMETER = 1.0
+PARAMETERS_PER_CHAR = 3.0
+DROPOUT_FREE_EPOCHS = 1.5
+DROPOUT_PER_DOUBLING = 0.1
+MAX_DROPOUT = 0.4
+VALIDATIONS_PER_RUN = 10
+PLANNED = ("hidden", "dropout", "eval_every")  # what a plan may set; any explicit option wins
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the user asked for; the first limit reached ends the run."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    hidden: int
+    dropout: float
+    eval_every: int
+    chars: float  # characters the run is planned to read (nominal throughput with --minutes)
+    epochs: float  # passes over the training text that makes
+
+    def describe(self, chosen: tuple[str, ...]) -> str:
+        """For the first log line: what the plan set and what it planned from."""
+        values = {"hidden": f"--hidden {self.hidden}", "dropout": f"--dropout {self.dropout:g}",
+                  "eval_every": f"--eval-every {self.eval_every}"}
+        picked = ", ".join(values[name] for name in PLANNED if name in chosen)
+        return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
+
+
+def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, skip: bool, cell: Cell) -> int:
+    """CharRNN's parameter count, without building it."""
+    gates = {Cell.LSTM: 4, Cell.GRU: 3, Cell.RNN: 1}[Cell(cell)]
+    total = vocab_size * embedding
+    for n in range(layers):
+        inputs = embedding if n == 0 else (embedding + hidden if skip else hidden)
+        total += gates * hidden * (inputs + hidden + 2)  # W_ih, W_hh and two bias vectors
+    outputs = hidden * (layers if skip else 1)
+    return total + outputs * vocab_size + vocab_size
+
+
+def plan(*, corpus_chars: int, budget: Budget, device_type: str, vocab_size: int, layers: int, embedding: int,
+         skip: bool, cell: Cell, batch_chars: int, processes: int = 1, hidden: int | None = None) -> Plan:
+    """The settings for a run on `corpus_chars` characters of training text within `budget`.
+
+    `batch_chars` (batch size x sequence length, all processes) turns steps into characters; `hidden`, when the
+    user chose it, is kept and only the rest is planned around it.
+    """
+    flops = NOMINAL_FLOPS.get(device_type, NOMINAL_FLOPS["cpu"]) * processes
+
+    def count(width: int) -> int:
+        return parameters(vocab_size=vocab_size, hidden=width, layers=layers, embedding=embedding, skip=skip, cell=cell)
+
+    def chars_read(width: int) -> float:
+        limits = []
+        if budget.steps:
+            limits.append(budget.steps * batch_chars)
+        if budget.epochs:
+            limits.append(budget.epochs * corpus_chars)
+        if budget.minutes:
+            limits.append(budget.minutes * 60 * flops / (6 * count(width)))
+        return min(limits) if limits else math.inf
+
+    if hidden is None:
+        fitting = [w for w in WIDTHS
+                   if chars_read(w) >= CHARS_PER_PARAMETER * count(w) and count(w) <= PARAMETERS_PER_CHAR * corpus_chars]
+        hidden = max(fitting) if fitting else WIDTHS[0]
+    chars = chars_read(hidden)
+    epochs = chars / max(1, corpus_chars)
+    dropout = 0.0
+    if epochs > DROPOUT_FREE_EPOCHS:
+        dropout = min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(epochs / DROPOUT_FREE_EPOCHS))
+    steps = chars / batch_chars
+    eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
+    return Plan(hidden=hidden, dropout=round(dropout, 2), eval_every=eval_every, chars=chars, epochs=epochs)

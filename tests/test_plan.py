@@ -1,0 +1,74 @@
+"""charrnn.plan: the settings a run gets for what the user left out, from corpus size, budget and device type."""
+
+import pytest
+import torch
+
+import charrnn
+from charrnn import plan
+from charrnn.config import Cell, ModelConfig
+from charrnn.model import CharRNN
+
+SHAPE = {"vocab_size": 65, "layers": 2, "embedding": 65, "skip": True, "cell": Cell.LSTM, "batch_chars": 32 * 64}
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+@pytest.mark.parametrize("skip", [True, False])
+def test_parameter_count_matches_the_model_it_describes(cell, skip):
+    config = ModelConfig(vocab_size=97, cell=cell, layers=3, hidden=48, embedding=20, skip=skip)
+    assert plan.parameters(vocab_size=97, hidden=48, layers=3, embedding=20, skip=skip, cell=cell) == \
+        CharRNN(config).parameter_count()
+
+
+def test_a_longer_budget_never_picks_a_narrower_model_or_less_dropout():
+    chosen = [plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=m), device_type="cpu", **SHAPE)
+              for m in (1, 5, 15, 60, 240)]
+    assert [p.hidden for p in chosen] == sorted(p.hidden for p in chosen)
+    assert chosen[0].hidden < chosen[-1].hidden
+
+
+def test_a_small_corpus_read_many_times_gets_dropout_and_a_large_one_read_once_gets_none():
+    small = plan.plan(corpus_chars=200_000, budget=plan.Budget(minutes=15), device_type="cpu", **SHAPE)
+    large = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), device_type="cpu", **SHAPE)
+    assert small.epochs > 5 and small.dropout > 0
+    assert large.epochs < 1 and large.dropout == 0
+    assert small.dropout <= plan.MAX_DROPOUT
+
+
+def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():
+    tiny = plan.plan(corpus_chars=20_000, budget=plan.Budget(minutes=60), device_type="cpu", **SHAPE)
+    params = plan.parameters(hidden=tiny.hidden, **{k: v for k, v in SHAPE.items() if k != "batch_chars"})
+    assert params <= plan.PARAMETERS_PER_CHAR * 20_000 or tiny.hidden == plan.WIDTHS[0]
+
+
+def test_a_faster_device_class_plans_a_wider_model_for_the_same_minutes():
+    cpu = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), device_type="cpu", **SHAPE)
+    cuda = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), device_type="cuda", **SHAPE)
+    assert cuda.hidden > cpu.hidden
+
+
+def test_steps_and_epochs_budgets_count_characters_exactly():
+    by_steps = plan.plan(corpus_chars=100_000, budget=plan.Budget(steps=500), device_type="cpu", hidden=256, **SHAPE)
+    assert by_steps.chars == 500 * 32 * 64 and by_steps.hidden == 256
+    assert by_steps.eval_every == 50  # about ten validations per run
+    by_epochs = plan.plan(corpus_chars=100_000, budget=plan.Budget(epochs=3), device_type="cpu", **SHAPE)
+    assert by_epochs.epochs == pytest.approx(3)
+
+
+def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_corpus, tmp_path):
+    lines = []
+    charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, out=tmp_path / "planned", log=lines.append)
+    planned = torch.load(tmp_path / "planned" / "latest.pt", weights_only=True)
+    expected = plan.plan(corpus_chars=round(len(tiny_corpus.read_text()) * 0.95), budget=plan.Budget(steps=4),
+                         device_type="cpu", vocab_size=29, layers=2, embedding=29, skip=True, cell=Cell.LSTM,
+                         batch_chars=16)
+    assert planned["model_config"]["hidden"] == expected.hidden
+    assert planned["model_config"]["dropout"] == expected.dropout
+    assert planned["train_config"]["eval_every"] == expected.eval_every
+    assert "planned for about" in lines[0] and f"--hidden {expected.hidden}" in lines[0]
+    assert planned["plan"] in lines[0]
+
+    charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, hidden=24, dropout=0.3, eval_every=3,
+                  out=tmp_path / "given")
+    given = torch.load(tmp_path / "given" / "latest.pt", weights_only=True)
+    assert (given["model_config"]["hidden"], given["model_config"]["dropout"]) == (24, 0.3)
+    assert given["train_config"]["eval_every"] == 3
