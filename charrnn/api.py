@@ -152,14 +152,15 @@ class Model:
         return TextSource(None if file is None else Path(file), self._state.get("corpus"), encoding)
 
     def evaluate(self, file: str | Path | TextSource | None = None, *, dynamic: bool = False,
-                 dynamic_lr: float = 1e-3, dynamic_window: int = 64, streams: int = 64, strict: bool = False,
+                 dynamic_lr: float = EvalConfig.dynamic_lr, dynamic_window: int = EvalConfig.dynamic_window,
+                 dynamic_decay: float = EvalConfig.dynamic_decay, streams: int = 64, strict: bool = False,
                  precision: Precision | str = Precision.FP32, encoding: str = "utf-8",
                  on_chars: Callable[[int], None] | None = None) -> EvalResult:
         """How well the model predicts `file` (default: its own held-out split): nats and bits per character,
         perplexity. Unknown characters are skipped and counted (or an error with strict). dynamic=True adapts
         the weights to the text already scored (Krause et al. 2017). `to_dict()` gives `charrnn eval --json`."""
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr,
-                            dynamic_window=dynamic_window)
+                            dynamic_window=dynamic_window, dynamic_decay=dynamic_decay)
         source = file if isinstance(file, TextSource) else self.text_source(file, encoding=encoding)
         result = _evaluate(self.network, self.vocab, source, config=config, precision=Precision(precision),
                            on_chars=on_chars)

@@ -172,9 +172,12 @@ class EvalConfig:
     window: int = 64    # characters per forward call: the fastest measured (bench/RESULTS.md, session 3)
     strict: bool = False
     dynamic: bool = False
-    dynamic_lr: float = 1e-3
+    dynamic_lr: float = 3e-4  # tuned on held-out tinyshakespeare: bench/QUALITY.md, "Dynamic evaluation"
     dynamic_window: int = 64
+    dynamic_decay: float = 0.001  # fraction of the way back to the trained weights per update
 
     def __post_init__(self):
         for name in ("streams", "burn_in", "window", "dynamic_lr", "dynamic_window"):
             _positive(name, getattr(self, name))
+        if not 0.0 <= self.dynamic_decay <= 1.0:
+            raise CharRNNError(f"--dynamic-decay must be between 0 and 1, got {self.dynamic_decay}")

@@ -127,7 +127,7 @@ def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
     params = list(adapted.parameters())
     original = [p.detach().clone() for p in params]
     mean_square: list[Tensor | None] = [None] * len(params)
-    decay, beta, eps = 0.02, 0.99, 1e-8  # decay: fraction pulled back to the trained weights per step
+    decay, beta, eps = config.dynamic_decay, 0.99, 1e-8
     flat = ids.long().to(device)
     losses = torch.zeros(len(ids) - 1)
     state = adapted.initial_state(1, device)

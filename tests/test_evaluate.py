@@ -7,6 +7,7 @@ import torch
 from charrnn import checkpoint
 from charrnn.cli import app
 from charrnn.config import EvalConfig
+from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalResult, dynamic_losses_per_char, losses_per_char, stream_layout
 from charrnn.model import CharRNN
 
@@ -105,6 +106,21 @@ def test_dynamic_evaluation_improves_on_a_repeated_passage():
     dynamic = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=0.01, dynamic_window=20))
     last = slice(700, None)  # the final repetition: the adapted model has seen this passage seven times
     assert dynamic[last].mean() < static[last].mean() - 0.3
+
+
+def test_dynamic_decay_pulls_the_weights_back_to_the_trained_ones():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(hidden=32)).eval()
+    ids = torch.cat([torch.randint(0, 29, (100,))] * 4)
+    frozen = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=1e-30, dynamic_window=20))
+    full_pull = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=0.01, dynamic_window=20,
+                                                                       dynamic_decay=1.0))
+    free = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=0.01, dynamic_window=20,
+                                                                  dynamic_decay=0.0))
+    assert torch.allclose(full_pull, frozen)  # pulled all the way back after every step: nothing is learned
+    assert free[300:].mean() < frozen[300:].mean() - 0.3
+    with pytest.raises(CharRNNError, match="--dynamic-decay"):
+        EvalConfig(dynamic_decay=1.5)
 
 
 def test_info_shows_a_trained_checkpoints_numbers(memorised_run, runner):

@@ -19,7 +19,7 @@ from charrnn import __version__
 from charrnn.cli import inspect_commands
 from charrnn.cli.common import CheckpointOption, DeviceOption, given_options, user_errors
 from charrnn.cli.corpus import corpus_app
-from charrnn.config import Cell, Device, Precision, Schedule
+from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule
 
 # torch warns on import when numpy is absent; charrnn never needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -235,8 +235,10 @@ def evaluate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on characters the model does not know (default: skip and count them).")] = False,
     dynamic: Annotated[bool, typer.Option(help="Dynamic evaluation: adapt the weights to the text already scored (Krause et al. 2017).")] = False,
-    dynamic_lr: Annotated[float, typer.Option(help="Learning rate of dynamic evaluation's RMS-normalised steps.")] = 1e-3,
-    dynamic_window: Annotated[int, typer.Option(help="Characters scored between two dynamic-evaluation updates.")] = 64,
+    dynamic_lr: Annotated[float, typer.Option(help="Learning rate of dynamic evaluation's RMS-normalised steps.")] = EvalConfig.dynamic_lr,
+    dynamic_window: Annotated[int, typer.Option(help="Characters scored between two dynamic-evaluation updates.")] = EvalConfig.dynamic_window,
+    dynamic_decay: Annotated[float, typer.Option(
+        help="Dynamic evaluation: fraction of the way back to the trained weights at each update.")] = EvalConfig.dynamic_decay,
     streams: Annotated[int, typer.Option(help="Parallel streams the text is cut into (more is faster; each reads 256 chars of context first).")] = 64,
     device: DeviceOption = Device.AUTO,
     precision: Annotated[Precision, typer.Option(
@@ -254,7 +256,7 @@ def evaluate_command(
         progress = ui.CountProgress(source.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
         try:
             result = model.evaluate(source, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_window=dynamic_window,
-                                    streams=streams, strict=strict, precision=precision, on_chars=progress)
+                                    dynamic_decay=dynamic_decay, streams=streams, strict=strict, precision=precision, on_chars=progress)
         finally:
             progress.close()
         if json_output:

@@ -1,0 +1,54 @@
+"""Dynamic evaluation's settings against a held-out file: one JSON line per setting, static score alongside.
+
+    python bench/dynamic.py RUN_DIR HELD_OUT.txt                         # the default grid
+    python bench/dynamic.py RUN_DIR HELD_OUT.txt --lr 1e-3,3e-3 --window 50 --decay 0,0.01
+
+Each setting scores the whole file once, adapting as it goes (charrnn eval --dynamic); the numbers depend on
+the model and the text, not on the machine, so any run of this script can be compared with any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import torch  # noqa: E402
+
+import charrnn  # noqa: E402
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a run directory or .pt file")
+    parser.add_argument("file", help="held-out text the run never trained on")
+    parser.add_argument("--lr", type=floats, default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[64])
+    parser.add_argument("--decay", type=floats, default=[0.02])
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = charrnn.load(args.run, device="cpu")
+    static = model.evaluate(args.file).bits_per_char
+    for window in args.window:
+        for lr in args.lr:
+            for decay in args.decay:
+                start = time.perf_counter()
+                result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_window=window, dynamic_decay=decay)
+                print(json.dumps({"run": args.run, "file": args.file, "static_bits_per_char": round(static, 4),
+                                  "lr": lr, "window": window, "decay": decay,
+                                  "dynamic_bits_per_char": round(result.bits_per_char, 4),
+                                  "gain": round(static - result.bits_per_char, 4),
+                                  "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
