@@ -27,6 +27,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
 
+from charrnn.config import bits  # noqa: E402
+
 BUILT_IN = ("cpp", "python")
 
 
@@ -62,7 +64,7 @@ def main() -> None:
     result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
               "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",
               "steps": state["step"], "held_out_bits_per_char": round(report["bits_per_char"], 4),
-              "own_validation_bits_per_char": round(min(v for _, v, _ in state["history"]["val"]) / 0.6931471805599453, 4),
+              "own_validation_bits_per_char": round(bits(min(v for _, v, _ in state["history"]["val"])), 4),
               "cpu": cpu_name(), "gemm_fp32_gflops": round((gemm_before + gemm_gflops()) / 2),
               "date": time.strftime("%Y-%m-%d"), "summary": trained.stderr.strip().splitlines()[-1]}
     print(json.dumps(result))

@@ -163,9 +163,10 @@ class Run:
 def _adam(model: torch.nn.Module, lr: float, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """AdamW (Adam when weight_decay is 0), fused into one kernel where torch has one for the device (several
     times faster than foreach on the CPU: bench/RESULTS.md, session 2). Decay applies to weight matrices only."""
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    others = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+    params = list(model.parameters())
+    matrices, others = _matrices_and_others(params)
+    groups = [{"params": [params[i] for i in matrices], "weight_decay": weight_decay},
+              {"params": [params[i] for i in others], "weight_decay": 0.0}]
     if device.type in ("cpu", "cuda"):
         try:
             return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
@@ -174,16 +175,21 @@ def _adam(model: torch.nn.Module, lr: float, device: torch.device, weight_decay:
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
 
 
+def _matrices_and_others(params: list[torch.Tensor]) -> tuple[list[int], list[int]]:
+    """Indices of the weight matrices (decayed) and of the rest (biases: not decayed), in parameter order."""
+    matrices = [i for i, p in enumerate(params) if p.dim() >= 2]
+    return matrices, [i for i, p in enumerate(params) if p.dim() < 2]
+
+
 def _two_groups(saved: dict, model: torch.nn.Module) -> dict:
     """An optimiser state saved before weight decay (one group over model.parameters() in order) as _adam's
     two groups (matrices, then the rest), so that older runs resume; a two-group state passes unchanged."""
     if len(saved["param_groups"]) != 1:
         return saved
-    params = list(model.parameters())
-    order = [i for i, p in enumerate(params) if p.dim() >= 2] + [i for i, p in enumerate(params) if p.dim() < 2]
+    matrices, others = _matrices_and_others(list(model.parameters()))
+    order = matrices + others  # position in _adam's groups -> index in the saved single group
     group = saved["param_groups"][0]
-    n_matrices = sum(p.dim() >= 2 for p in params)
-    groups = [{**group, "params": list(range(n_matrices))}, {**group, "params": list(range(n_matrices, len(params)))}]
+    groups = [{**group, "params": list(range(len(matrices)))}, {**group, "params": list(range(len(matrices), len(order)))}]
     return {"state": {new: saved["state"][old] for new, old in enumerate(order) if old in saved["state"]},
             "param_groups": groups}
 
@@ -312,19 +318,19 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
             raise CharRNNError(f"--resume: {job.corpus_path} is not the corpus this run trained on "
                                f"({resumed['corpus']['path']}); its text differs, pass --force to continue on it anyway")
         model_config, config = _merge_on_resume(job, resumed)
+        plan_note = resumed.get("plan", "settings as the checkpoint recorded them")
     else:
         corpus = read_corpus(job.corpus_path, name=job.corpus_name, encoding=job.encoding)
         config = job.train
     if not (config.steps or config.epochs or config.minutes):
         config = replace(config, minutes=DEFAULT_MINUTES)
-    plan_note = resumed.get("plan", "settings as the checkpoint recorded them") if resumed is not None else ""
+    train_ids, val_ids = corpus.split(config.val_fraction)
     if resumed is None:
-        model_config, config, plan_note = _planned(job, config, corpus, ctx)
+        model_config, config, plan_note = _planned(job, config, len(corpus.vocab), len(train_ids), ctx)
     device = ctx.device
 
     torch.manual_seed(config.random_seed)
     model = CharRNN(model_config).to(device)
-    train_ids, val_ids = corpus.split(config.val_fraction)
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
     # From here on each step reuses the last step's memory; turned on after the corpus is read so that its
     # temporaries still go back to the OS. Not under torchrun: a gloo rank aborted once at exit with it (CI).
@@ -336,14 +342,14 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
         model.load_state_dict(resumed["model"])
         fused = optimizer.param_groups[0].get("fused")
         optimizer.load_state_dict(_two_groups(resumed["optimizer"], model))
-        for group in optimizer.param_groups:  # the saved flag names the device it was saved on, not this one
-            group["decoupled_weight_decay"] = True
-            group["fused"] = fused
+        for group in optimizer.param_groups:
+            group["decoupled_weight_decay"] = True  # a state saved by plain Adam says False
+            group["fused"] = fused  # the saved flag names the device it was saved on, not this one
         rows = slice(ctx.rank * batches.batch_size, (ctx.rank + 1) * batches.batch_size)
         state = RunState.from_checkpoint(resumed, rows, config.batch_size, device)
     for group, decay in zip(optimizer.param_groups, (config.weight_decay, 0.0)):
         group["lr"] = config.lr
-        group["weight_decay"] = decay  # a resumed run may change it; checkpoints before AdamW have one group
+        group["weight_decay"] = decay  # a resumed run may change it with --weight-decay
     bf16, arithmetic = _choose_bf16(config.precision, model_config, batches.batch_size, device,
                                     resumed.get("bf16") if resumed is not None else None)
     wrapped = model
@@ -362,13 +368,12 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
                ), state
 
 
-def _planned(job: TrainJob, config: TrainConfig, corpus: Corpus,
+def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: int,
              ctx: distributed.Context) -> tuple[ModelConfig, TrainConfig, str]:
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
-    vocab_size = len(corpus.vocab)
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
-    planned = plan.plan(corpus_chars=round(len(corpus.ids) * (1 - config.val_fraction)), device_type=ctx.device.type,
+    planned = plan.plan(corpus_chars=train_chars, device_type=ctx.device.type,
                         budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),
                         vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
                         skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,

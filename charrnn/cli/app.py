@@ -64,7 +64,7 @@ def train(
         "--skip/--no-skip", help="Graves (2013) skip connections: the input feeds every layer, every layer feeds the output.")] = True,
     dropout: Annotated[Optional[float], typer.Option(
         help="Dropout probability on each layer's output (where it feeds the next layer and the output layer). "
-             "Default: planned: none for about one pass over the text, more as the budget allows more passes.",
+             "Default: planned: none up to about 5 passes over the text, more as the budget allows more passes.",
         show_default=False)] = None,
     embedding_dropout: Annotated[float, typer.Option(help="Dropout probability on the embedded input characters.")] = 0.0,
     variational: Annotated[bool, typer.Option(
