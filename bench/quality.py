@@ -2,11 +2,11 @@
 
     python bench/quality.py ../shared/corpora/tinyshakespeare.txt --minutes 5
     python bench/quality.py ../shared/corpora/tinyshakespeare.txt --minutes 5 -- --dropout 0.2 --hidden 512
-    python bench/quality.py cpp --minutes 5            # a built-in corpus: scored on its own held-out split
+    python bench/quality.py cpp --minutes 5            # a built-in corpus, assembled as `charrnn corpus build` does
 
-A file is cut at 90%: `charrnn train` gets the first 90% (its own validation, for best.pt, is the last 5% of
-that), and `charrnn eval` scores the last 10%, which training never read. A built-in corpus is scored on the
-held-out split at its end (`charrnn eval` without FILE). Arguments after `--` go to `charrnn train` as they are.
+A file (or a built-in corpus's text) is cut at 90%: `charrnn train` gets the first 90% (its own validation, for
+best.pt, is 5% of that), and `charrnn eval` scores the last 10%, which training never read. Arguments after
+`--` go to `charrnn train` as they are.
 Every result line carries the CPU's name and an fp32 GEMM figure measured in the same run, since a
 `--minutes` budget buys more steps on a faster day.
 """
@@ -27,9 +27,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
 
+from charrnn import corpora  # noqa: E402
 from charrnn.config import bits  # noqa: E402
-
-BUILT_IN = ("cpp", "python")
 
 
 def charrnn(*args: str) -> subprocess.CompletedProcess:
@@ -48,18 +47,16 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
     gemm_before = gemm_gflops()
-    if args.corpus in BUILT_IN:
-        train_text, held_out = args.corpus, None
-    else:
-        text = Path(args.corpus).read_text(encoding="utf-8")
-        cut = int(len(text) * 0.9)
-        train_text, held_out = work / "train.txt", work / "held_out.txt"
-        train_text.write_text(text[:cut], encoding="utf-8")
-        held_out.write_text(text[cut:], encoding="utf-8")
+    source = corpora.build(args.corpus) if args.corpus in corpora.names() else Path(args.corpus)
+    text = source.read_text(encoding="utf-8")
+    cut = int(len(text) * 0.9)
+    train_text, held_out = work / "train.txt", work / "held_out.txt"
+    train_text.write_text(text[:cut], encoding="utf-8")
+    held_out.write_text(text[cut:], encoding="utf-8")
     run = work / "run"
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
     trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
-    report = json.loads(charrnn("eval", *([str(held_out)] if held_out else []), "-c", str(run), "--json").stdout)
+    report = json.loads(charrnn("eval", str(held_out), "-c", str(run), "--json").stdout)
     state = torch.load(run / "latest.pt", weights_only=True)
     result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
               "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",

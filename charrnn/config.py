@@ -36,6 +36,11 @@ class Precision(str, enum.Enum):
     BF16 = "bf16"
 
 
+class ValSplit(str, enum.Enum):
+    SPREAD = "spread"  # pieces spread over the text (charrnn.data.Corpus.split)
+    END = "end"  # the text's end
+
+
 class Schedule(str, enum.Enum):
     COSINE = "cosine"
     CONSTANT = "constant"
@@ -103,6 +108,7 @@ class TrainConfig:
     epochs: float | None = None
     minutes: float | None = None
     val_fraction: float = 0.05
+    val_split: ValSplit = ValSplit.SPREAD
     val_max_chars: int = 100_000  # spread over the split; more slowed short runs badly (bench/RESULTS.md, session 3)
     eval_every: int = 100
     random_seed: int = 0
@@ -114,6 +120,7 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "schedule", Schedule(self.schedule))
         object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "val_split", ValSplit(self.val_split))
         for name in ("seq_len", "batch_size", "lr", "steps", "epochs", "minutes", "eval_every", "val_max_chars",
                      "sample_every", "sample_length"):
             _positive(name, getattr(self, name))
@@ -131,7 +138,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        return _from_plain(cls, data)
+        return _from_plain(cls, {"val_split": ValSplit.END, **data})  # runs saved before val_split validated at the end
 
 
 @dataclass(frozen=True)

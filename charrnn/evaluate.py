@@ -215,7 +215,8 @@ class TextSource:
         if fingerprint_file(path) != self.corpus["fingerprint"]:
             raise CharRNNError(f"the training corpus {path} has changed since training (fingerprint differs), "
                                "so its validation split is not the one held out; pass a FILE to evaluate")
-        _, val_ids = read_corpus(path, vocab=vocab).split(self.corpus.get("val_fraction", 0.05))
+        spread = self.corpus.get("val_split", "end") == "spread"  # runs saved before val_split: the end
+        _, val_ids = read_corpus(path, vocab=vocab).split(self.corpus.get("val_fraction", 0.05), spread=spread)
         return iter([(val_ids, 0)])
 
 

@@ -2,8 +2,9 @@
 gets for whatever the user did not set, from the corpus size, the budget and the device type alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
---minutes it plans from a nominal throughput per device class (NOMINAL_FLOPS), not from this machine's speed;
-a faster machine then simply reads more characters than planned.
+--minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
+CPU multiplies bf16 natively, its threads), not from this machine's speed on the day; a faster day simply
+reads more characters than planned.
 
 The rule, in words (measurements in bench/QUALITY.md, "The rule"):
 - Width: the widest layer such that the budget still reads at least CHARS_PER_PARAMETER characters per
@@ -25,10 +26,15 @@ from dataclasses import dataclass
 
 from charrnn.config import Cell
 
-# Training throughput per process, counted as 6 x parameters FLOP per character (forward and backward).
-# cpu: a 2-core AMD EPYC (Zen 3, fp32) measured 77-109 GFLOP/s so counted, widths 256-768 (bench/RESULTS.md,
-# session 5). cuda and mps: not measured in this project; nominal figures for a current GPU, deliberately low.
-NOMINAL_FLOPS = {"cpu": 1.0e11, "mps": 1.0e12, "cuda": 1.0e13}
+# Training throughput, counted as 6 x parameters FLOP per character (forward and backward).
+# CPU, per thread (bench/QUALITY.md, "Device classes"): with 2 threads, an AVX2-only AMD EPYC (Zen 3) measured
+# 77-109 GFLOP/s so counted (widths 256-512, fp32), an AVX-512 Intel Xeon without bf16 92-102 (widths 256-1024),
+# and an AMD EPYC with AVX512-BF16 (Zen 5) 321-405 in fp32 and 476 in bf16 (default model). Only 2-thread
+# machines were measured: past 2 threads each further thread counts half, since small recurrent products scale
+# worse than linearly.
+CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.5e11}
+MEASURED_THREADS = 2
+NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 CHARS_PER_PARAMETER = 2.0
 PARAMETERS_PER_CHAR = 3.0
@@ -64,6 +70,24 @@ class Plan:
         return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
 
 
+def device_class(device_type: str, *, native_bf16: bool) -> str:
+    """The throughput class a device plans by: cuda, mps, cpu-bf16 (a CPU that multiplies bf16 natively, the newer
+    and wider-vectored kind) or cpu."""
+    if device_type in NOMINAL_FLOPS:
+        return device_type
+    return "cpu-bf16" if native_bf16 else "cpu"
+
+
+def nominal_flops(device_class: str, *, threads: int = MEASURED_THREADS, processes: int = 1) -> float:
+    """FLOP/s the plan assumes for a run: a fixed figure per device class and thread count, never a timing."""
+    if device_class in NOMINAL_FLOPS:
+        per_process = NOMINAL_FLOPS[device_class]
+    else:
+        counted = min(threads, MEASURED_THREADS) + max(0, threads - MEASURED_THREADS) / 2
+        per_process = CPU_FLOPS_PER_THREAD.get(device_class, CPU_FLOPS_PER_THREAD["cpu"]) * counted
+    return per_process * processes
+
+
 def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, skip: bool, cell: Cell) -> int:
     """CharRNN's parameter count, without building it."""
     gates = {Cell.LSTM: 4, Cell.GRU: 3, Cell.RNN: 1}[Cell(cell)]
@@ -75,14 +99,14 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
     return total + outputs * vocab_size + vocab_size
 
 
-def plan(*, corpus_chars: int, budget: Budget, device_type: str, vocab_size: int, layers: int, embedding: int,
-         skip: bool, cell: Cell, batch_chars: int, processes: int = 1, hidden: int | None = None) -> Plan:
+def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
+         skip: bool, cell: Cell, batch_chars: int, hidden: int | None = None) -> Plan:
     """The settings for a run on `corpus_chars` characters of training text within `budget`.
 
-    `batch_chars` (batch size x sequence length, all processes) turns steps into characters; `hidden`, when the
-    user chose it, is kept and only the rest is planned around it.
+    `flops` (`nominal_flops`, all processes) turns minutes into characters; `batch_chars` (batch size x sequence
+    length, all processes) turns steps into characters; `hidden`, when the user chose it, is kept and only the
+    rest is planned around it.
     """
-    flops = NOMINAL_FLOPS.get(device_type, NOMINAL_FLOPS["cpu"]) * processes
 
     def count(width: int) -> int:
         return parameters(vocab_size=vocab_size, hidden=width, layers=layers, embedding=embedding, skip=skip, cell=cell)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
-from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, bits
+from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
-from charrnn.devices import autocast, bf16_runs, choose_bf16, pick_device
+from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, pick_device
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
@@ -274,6 +274,10 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
         if name in job.explicit:
             model_config = replace(model_config, **{name: getattr(job.model, name)})
     saved = TrainConfig.from_dict(state["train_config"])
+    for name in ("val_fraction", "val_split"):  # they decide which text trains: a resumed run keeps it
+        if name in job.explicit and getattr(job.train, name) != getattr(saved, name):
+            raise CharRNNError(f"--resume: --{name.replace('_', '-')} differs from the checkpoint's "
+                               f"({getattr(getattr(saved, name), 'value', getattr(saved, name))}); drop it to continue the run")
     overrides = {name: getattr(job.train, name) for name in job.explicit if hasattr(saved, name)}
     if {"steps", "epochs", "minutes"} & job.explicit:  # a new budget replaces the old one entirely
         overrides = {"steps": None, "epochs": None, "minutes": None, **overrides}
@@ -324,7 +328,7 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
         config = job.train
     if not (config.steps or config.epochs or config.minutes):
         config = replace(config, minutes=DEFAULT_MINUTES)
-    train_ids, val_ids = corpus.split(config.val_fraction)
+    train_ids, val_ids = corpus.split(config.val_fraction, spread=config.val_split is ValSplit.SPREAD)
     if resumed is None:
         model_config, config, plan_note = _planned(job, config, len(corpus.vocab), len(train_ids), ctx)
     device = ctx.device
@@ -373,15 +377,20 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
-    planned = plan.plan(corpus_chars=train_chars, device_type=ctx.device.type,
+    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device))
+    flops = plan.nominal_flops(device_class, threads=torch.get_num_threads(), processes=ctx.world_size)
+    planned = plan.plan(corpus_chars=train_chars, flops=flops,
                         budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),
                         vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
                         skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,
-                        processes=ctx.world_size, hidden=None if "hidden" in chosen else options.hidden)
+                        hidden=None if "hidden" in chosen else options.hidden)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "dropout") if name in chosen})
     if "eval_every" in chosen:
         config = replace(config, eval_every=planned.eval_every)
-    return options.for_vocab(vocab_size), config, planned.describe(chosen)
+    note = planned.describe(chosen)
+    if config.minutes and chosen:
+        note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {torch.get_num_threads()} threads)"
+    return options.for_vocab(vocab_size), config, note
 
 
 def _first_log_line(run: Run) -> str:
@@ -504,7 +513,8 @@ def _save(run: Run, state: RunState, val_nats: float | None) -> None:
         "epoch": state.step / run.batches.windows_per_epoch,
         **state.to_checkpoint(hidden_all),
         "corpus": {"name": c.name, "path": str(Path(c.path).resolve()), "fingerprint": c.fingerprint,
-                   "chars": len(c.ids), "val_fraction": run.config.val_fraction},
+                   "chars": len(c.ids), "val_fraction": run.config.val_fraction,
+                   "val_split": run.config.val_split.value},
         "world_size": run.ctx.world_size,
         "bf16": run.bf16,  # the arithmetic this run chose, kept on resume
         "plan": run.plan_note,

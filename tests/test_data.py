@@ -58,11 +58,31 @@ def test_empty_and_binary_files_are_refused(tmp_path, content, message):
         read_corpus(path)
 
 
-def test_split_is_contiguous_with_validation_at_the_end(tiny_corpus):
+def test_split_at_the_end_is_contiguous_with_validation_last(tiny_corpus):
     corpus = read_corpus(tiny_corpus)
-    train, val = corpus.split(0.1)
+    train, val = corpus.split(0.1, spread=False)
     assert torch.equal(torch.cat([train, val]), corpus.ids)
     assert len(val) == int(len(corpus.ids) * 0.1)
+
+
+def test_spread_split_validates_on_pieces_across_the_text_and_trains_on_its_ends(tiny_corpus):
+    corpus = read_corpus(tiny_corpus)
+    corpus.ids = torch.arange(100_000)  # positions, to see where each character went
+    train, val = corpus.split(0.05)
+    assert len(val) == 5_000 and len(train) == 95_000
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(100_000))  # a partition of the text
+    assert torch.equal(train, train.sort().values) and torch.equal(val, val.sort().values)  # order kept
+    runs = (val[1:] != val[:-1] + 1).sum().item() + 1
+    assert runs == data.VAL_PIECES
+    assert val[0] > 0 and val[-1] < 99_999  # the text's start and end train
+    assert all(k * 5_000 <= p < (k + 1) * 5_000 for k, p in enumerate(val[::250].tolist()))  # one per twentieth
+
+
+def test_a_short_text_validates_on_fewer_longer_pieces(tiny_corpus):
+    corpus = read_corpus(tiny_corpus)
+    train, val = corpus.split(0.05)
+    pieces = max(1, len(val) // data.MIN_VAL_PIECE)
+    assert len(val) == int(len(corpus.ids) * 0.05) // pieces * pieces and len(train) + len(val) == len(corpus.ids)
 
 
 def test_a_validation_fraction_that_leaves_no_text_is_refused(tmp_path):

@@ -66,6 +66,21 @@ def test_json_has_exactly_the_documented_keys_and_types(memorised_run, runner):
     assert report["chars"] == int(len(TINY_TEXT) * 0.1) - 1  # the validation split, all of it scored
 
 
+def test_without_a_file_eval_scores_the_validation_split_the_run_recorded(tmp_path):
+    from charrnn.data import fingerprint_file, read_corpus
+    from charrnn.evaluate import TextSource
+
+    path = tmp_path / "text.txt"
+    path.write_text("".join(f"line {i}: {TINY_TEXT[i % 50:][:30]}\n" for i in range(500)))  # not periodic
+    corpus = read_corpus(path)
+    record = {"path": str(path), "fingerprint": fingerprint_file(path), "chars": len(corpus.ids), "val_fraction": 0.1}
+    for recorded, spread in ((None, False), ("end", False), ("spread", True)):  # None: a run from before val_split
+        source = TextSource(None, {**record, **({"val_split": recorded} if recorded else {})})
+        (scored, _), = list(source.chunks(corpus.vocab, strict=False))
+        assert torch.equal(scored, corpus.split(0.1, spread=spread)[1])
+    assert not torch.equal(corpus.split(0.1, spread=True)[1], corpus.split(0.1, spread=False)[1])
+
+
 def test_unknown_characters_are_counted_and_skipped_or_refused_with_strict(memorised_run, runner, tmp_path):
     path = tmp_path / "odd.txt"
     path.write_text("the quick brown FOX jumps over the lazy dog.\n" * 3)

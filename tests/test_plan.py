@@ -8,6 +8,7 @@ from charrnn import plan
 from charrnn.config import Cell, ModelConfig
 from charrnn.model import CharRNN
 
+CPU = plan.nominal_flops("cpu", threads=2)
 SHAPE = {"vocab_size": 65, "layers": 2, "embedding": 65, "skip": True, "cell": Cell.LSTM, "batch_chars": 32 * 64}
 
 
@@ -20,37 +21,57 @@ def test_parameter_count_matches_the_model_it_describes(cell, skip):
 
 
 def test_a_longer_budget_never_picks_a_narrower_model_or_less_dropout():
-    chosen = [plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=m), device_type="cpu", **SHAPE)
+    chosen = [plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=m), flops=CPU, **SHAPE)
               for m in (1, 5, 15, 60, 240)]
     assert [p.hidden for p in chosen] == sorted(p.hidden for p in chosen)
     assert chosen[0].hidden < chosen[-1].hidden
 
 
 def test_a_small_corpus_read_many_times_gets_dropout_and_a_large_one_read_once_gets_none():
-    small = plan.plan(corpus_chars=200_000, budget=plan.Budget(minutes=15), device_type="cpu", **SHAPE)
-    large = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), device_type="cpu", **SHAPE)
+    small = plan.plan(corpus_chars=200_000, budget=plan.Budget(minutes=15), flops=CPU, **SHAPE)
+    large = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     assert small.epochs > 5 and small.dropout > 0
     assert large.epochs < 1 and large.dropout == 0
     assert small.dropout <= plan.MAX_DROPOUT
 
 
 def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():
-    tiny = plan.plan(corpus_chars=20_000, budget=plan.Budget(minutes=60), device_type="cpu", **SHAPE)
+    tiny = plan.plan(corpus_chars=20_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
     params = plan.parameters(hidden=tiny.hidden, **{k: v for k, v in SHAPE.items() if k != "batch_chars"})
     assert params <= plan.PARAMETERS_PER_CHAR * 20_000 or tiny.hidden == plan.WIDTHS[0]
 
 
 def test_a_faster_device_class_plans_a_wider_model_for_the_same_minutes():
-    cpu = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), device_type="cpu", **SHAPE)
-    cuda = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), device_type="cuda", **SHAPE)
+    cpu = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
+    cuda = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=plan.nominal_flops("cuda"), **SHAPE)
     assert cuda.hidden > cpu.hidden
 
 
+def test_device_classes_plan_from_fixed_figures_by_capability_threads_and_processes():
+    assert plan.device_class("cpu", native_bf16=False) == "cpu"
+    assert plan.device_class("cpu", native_bf16=True) == "cpu-bf16"
+    assert plan.device_class("cuda", native_bf16=True) == "cuda"
+    two = plan.nominal_flops("cpu", threads=2)
+    assert plan.nominal_flops("cpu-bf16", threads=2) > two
+    assert two < plan.nominal_flops("cpu", threads=8) < 4 * two  # more threads help, less than linearly
+    assert plan.nominal_flops("cpu", threads=2, processes=4) == 4 * two
+    assert plan.nominal_flops("cuda", threads=1) == plan.nominal_flops("cuda", threads=64)
+
+
+def test_a_native_bf16_cpu_plans_a_wider_model_with_dropout_for_a_small_corpus():
+    # tinyshakespeare's training text for 5 minutes: the slower class reads it about 5 times, the faster about
+    # 15 times, and an unregularised small model over-fits at that (bench/QUALITY.md, "Device classes")
+    slow = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
+    fast = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5),
+                     flops=plan.nominal_flops("cpu-bf16", threads=2), **SHAPE)
+    assert fast.hidden > slow.hidden and fast.dropout > slow.dropout
+
+
 def test_steps_and_epochs_budgets_count_characters_exactly():
-    by_steps = plan.plan(corpus_chars=100_000, budget=plan.Budget(steps=500), device_type="cpu", hidden=256, **SHAPE)
+    by_steps = plan.plan(corpus_chars=100_000, budget=plan.Budget(steps=500), flops=CPU, hidden=256, **SHAPE)
     assert by_steps.chars == 500 * 32 * 64 and by_steps.hidden == 256
     assert by_steps.eval_every == 50  # about ten validations per run
-    by_epochs = plan.plan(corpus_chars=100_000, budget=plan.Budget(epochs=3), device_type="cpu", **SHAPE)
+    by_epochs = plan.plan(corpus_chars=100_000, budget=plan.Budget(epochs=3), flops=CPU, **SHAPE)
     assert by_epochs.epochs == pytest.approx(3)
 
 
@@ -60,7 +81,7 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
     planned = torch.load(tmp_path / "planned" / "latest.pt", weights_only=True)
     text_chars = len(tiny_corpus.read_text())
     expected = plan.plan(corpus_chars=text_chars - int(text_chars * 0.05), budget=plan.Budget(steps=4),
-                         device_type="cpu", vocab_size=29, layers=2, embedding=29, skip=True, cell=Cell.LSTM,
+                         flops=CPU, vocab_size=29, layers=2, embedding=29, skip=True, cell=Cell.LSTM,
                          batch_chars=16)
     assert planned["model_config"]["hidden"] == expected.hidden
     assert planned["model_config"]["dropout"] == expected.dropout

@@ -132,6 +132,19 @@ def test_resume_refuses_a_different_corpus_unless_forced(tiny_corpus, tmp_path):
         run(replace(moved, corpus_path=alien, force=True))
 
 
+def test_the_validation_split_is_kept_on_resume_and_older_runs_keep_theirs_at_the_end(tiny_corpus, tmp_path):
+    job = tiny_job(tiny_corpus, tmp_path / "r", steps=4)
+    run(job)
+    saved = checkpoint.load(tmp_path / "r" / "latest.pt")
+    assert saved["train_config"]["val_split"] == "spread" and saved["corpus"]["val_split"] == "spread"
+    moved = replace(job, resume=True, train=replace(job.train, steps=6, val_split="end"),
+                    explicit=frozenset({"steps", "val_split"}))
+    with pytest.raises(CharRNNError, match="--val-split differs"):
+        run(moved)
+    older = {k: v for k, v in saved["train_config"].items() if k != "val_split"}  # saved before the option existed
+    assert TrainConfig.from_dict(older).val_split.value == "end"
+
+
 def test_epochs_budget_counts_passes_over_the_text(tiny_corpus, tmp_path):
     result = run(tiny_job(tiny_corpus, tmp_path / "r", steps=None, epochs=2))
     windows = (int(1800 * 0.9) // 4 - 1) // 16

@@ -19,7 +19,7 @@ from charrnn import __version__
 from charrnn.cli import inspect_commands
 from charrnn.cli.common import CheckpointOption, DeviceOption, given_options, user_errors
 from charrnn.cli.corpus import corpus_app
-from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule
+from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, ValSplit
 
 # torch warns on import when numpy is absent; charrnn never needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -83,7 +83,11 @@ def train(
     minutes: Annotated[Optional[float], typer.Option(
         help="Stop after this much wall-clock time in total (not repeatable: use --steps or --epochs for that). "
              "With no --steps/--epochs/--minutes: 10 minutes.", show_default=False)] = None,
-    val_fraction: Annotated[float, typer.Option(help="Fraction of the text (at its end) held out for validation.")] = 0.05,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of the text held out for validation (choosing best.pt).")] = 0.05,
+    val_split: Annotated[ValSplit, typer.Option(
+        help="Where the validation text comes from. spread: 20 pieces spread over the text, so it stands for the "
+             "whole and the text's end still trains (the end lies nearest to what follows the file); end: the "
+             "text's end, for text where only the future matters.")] = ValSplit.SPREAD,
     eval_every: Annotated[Optional[int], typer.Option(
         help="Validate and save a checkpoint every this many steps. Default: planned, about 10 times per run.",
         show_default=False)] = None,
