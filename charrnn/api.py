@@ -148,7 +148,7 @@ class Model:
         return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text
 
     def text_source(self, file: str | Path | None = None, *, encoding: str = "utf-8") -> TextSource:
-        """What `evaluate` scores: `file`, or with None the held-out split of the corpus the model trained on."""
+        """What `evaluate` scores: `file`, or with None the held-out validation text of the corpus the model trained on."""
         return TextSource(None if file is None else Path(file), self._state.get("corpus"), encoding)
 
     def evaluate(self, file: str | Path | TextSource | None = None, *, dynamic: bool = False,
@@ -156,7 +156,7 @@ class Model:
                  dynamic_decay: float = EvalConfig.dynamic_decay, streams: int = 64, strict: bool = False,
                  precision: Precision | str = Precision.FP32, encoding: str = "utf-8",
                  on_chars: Callable[[int], None] | None = None) -> EvalResult:
-        """How well the model predicts `file` (default: its own held-out split): nats and bits per character,
+        """How well the model predicts `file` (default: its own held-out validation text): nats and bits per character,
         perplexity. Unknown characters are skipped and counted (or an error with strict). dynamic=True adapts
         the weights to the text already scored (Krause et al. 2017). `to_dict()` gives `charrnn eval --json`."""
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr,
