@@ -85,7 +85,7 @@ class Corpus:
     def split(self, val_fraction: float, *, spread: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(training ids, validation ids): val_fraction of the text validates, the rest trains.
 
-        spread: the validation text is VAL_PIECES equal pieces, each in the middle of its twentieth of the text,
+        spread: the validation text is VAL_PIECES equal pieces, each in the middle of its share of the text,
         so that it stands for the whole text and the text's end still trains: the end is what lies nearest to
         whatever comes after the file (on tinyshakespeare, training on it took the next plays from 2.362 to 2.121
         bits/char at the same compute: bench/QUALITY.md, "Where validation comes from").
@@ -98,9 +98,9 @@ class Corpus:
                 f"--val-fraction {val_fraction} leaves {n - n_val} training and {n_val} validation characters "
                 f"of {n}; choose a fraction that leaves both at least 2 (or use a longer corpus)"
             )
-        pieces = min(VAL_PIECES, max(1, n_val // MIN_VAL_PIECE)) if spread else 1
         if not spread:
             return self.ids[: n - n_val], self.ids[n - n_val:]
+        pieces = min(VAL_PIECES, max(1, n_val // MIN_VAL_PIECE))
         stride, piece = n // pieces, n_val // pieces
         starts = [k * stride + (stride - piece) // 2 for k in range(pieces)]
         val = torch.cat([self.ids[a: a + piece] for a in starts])

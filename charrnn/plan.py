@@ -1,5 +1,5 @@
 """Settings that fit the corpus and the budget: `plan()` picks the width, dropout and validation cadence a run
-gets for whatever the user did not set, from the corpus size, the budget and the device type alone.
+gets for whatever the user did not set, from the corpus size, the budget and the device class alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
