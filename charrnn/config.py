@@ -98,6 +98,9 @@ class TrainConfig:
 
     seq_len: int = 64
     batch_size: int = 32
+    # Characters a stream reads in order before it moves to a segment elsewhere; each pass shuffles the segments
+    # (data.StreamBatches). 0: char-rnn's layout. charrnn.plan picks it unless set.
+    segment_len: int = 0
     lr: float = 3e-3
     schedule: Schedule = Schedule.COSINE
     warmup_steps: int = 50
@@ -132,13 +135,17 @@ class TrainConfig:
             raise CharRNNError(f"--weight-decay must be 0 (off) or positive, got {self.weight_decay}")
         if self.warmup_steps < 0:
             raise CharRNNError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
+        if self.segment_len and self.segment_len < self.seq_len:
+            raise CharRNNError(f"--segment-len must be 0 (char-rnn's layout) or at least --seq-len ({self.seq_len}), "
+                               f"got {self.segment_len}")
 
     def to_dict(self) -> dict:
         return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        return _from_plain(cls, {"val_split": ValSplit.END, **data})  # runs saved before val_split validated at the end
+        # Runs saved before these options validated at the end and read the text in char-rnn's layout.
+        return _from_plain(cls, {"val_split": ValSplit.END, "segment_len": 0, **data})
 
 
 @dataclass(frozen=True)

@@ -184,42 +184,78 @@ def fingerprint_file(path: Path) -> str:
 
 
 class StreamBatches:
-    """B parallel contiguous streams of the text, cut into windows of seq_len (char-rnn's layout).
+    """B parallel streams of the text cut into windows of seq_len; each stream's hidden state carries from one
+    window to its next (truncated BPTT).
 
-    With the text a b c d e f g h i j k l m n o p q r s t u v w x and B=4, each stream is a row:
+    segment_len=0 is char-rnn's layout: the text is cut into B slices and stream b reads slice b from start to
+    end, every pass in the same order. With the text a b c ... x and B=4, each stream is a row:
 
         ┌ a b c d e f ┐   window 0 = columns 0..T-1 (inputs), 1..T (targets)
         │ g h i j k l │   window 1 = the next T columns, so row b of window w+1
-        │ m n o p q r │   continues row b of window w: the hidden state carries
-        └ s t u v w x ┘   across windows (truncated BPTT).
+        │ m n o p q r │   continues row b of window w.
+        └ s t u v w x ┘
 
-    Window w of epoch e is a pure function of the step, so resuming needs only the step number.
+    A run that stops within its first pass has then read only the start of each slice, and a corpus made of
+    many kinds of text (the built-in ones: one library after another) is sampled unevenly. With segment_len
+    > 0 the text is cut into segments of that many characters (whole windows), and each pass deals them to
+    the streams in a fresh order drawn from `seed` and the pass number: a stream reads a segment window by
+    window, then starts its next segment from a zero state. A part of a pass then samples the whole text, and
+    passes differ in order. A text too short to give every stream a segment falls back to char-rnn's layout.
+
+    Window w of a pass is a pure function of the step (and seed), so resuming needs only the step number.
     Under torchrun each rank takes its own block of rows; together the ranks see exactly the global batch.
     """
 
-    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, *, rank: int = 0, world_size: int = 1):
+    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, *, segment_len: int = 0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if batch_size % world_size:
             raise CharRNNError(f"--batch-size {batch_size} must be divisible by the number of processes ({world_size})")
         stream_len = len(ids) // batch_size
-        self.windows_per_epoch = (stream_len - 1) // seq_len
-        if self.windows_per_epoch < 1:
+        stream_windows = (stream_len - 1) // seq_len
+        if stream_windows < 1:
             raise CharRNNError(
                 f"the training text ({len(ids)} characters) is shorter than one window of "
                 f"--batch-size {batch_size} x (--seq-len {seq_len} + 1); lower --batch-size or --seq-len, or use more text"
             )
+        self.shuffled = 0 < segment_len // seq_len < stream_windows
+        if self.shuffled:
+            self.segment_windows = segment_len // seq_len
+            self.stride = self.segment_windows * seq_len  # segment k starts at k x stride
+            self.segments = (len(ids) - 1) // self.stride
+        else:
+            self.segment_windows, self.stride, self.segments = stream_windows, stream_len, batch_size
+        self.windows_per_epoch = self.segments // batch_size * self.segment_windows
         rows = batch_size // world_size
-        self.streams = ids[: batch_size * stream_len].view(batch_size, stream_len)[rank * rows: (rank + 1) * rows]
+        self.rows = slice(rank * rows, (rank + 1) * rows)
         self.batch_size = rows
+        self.global_batch = batch_size
         self.seq_len = seq_len
+        self.seed = seed
+        self.ids = ids
+        self._order: tuple[int, torch.Tensor] | None = None  # (pass, the order its segments are read in)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The segments in the order pass `epoch` reads them (round r gives stream b segment order[r·B + b])."""
+        if self._order is None or self._order[0] != epoch:
+            if self.shuffled:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._order = (epoch, torch.randperm(self.segments, generator=generator))
+            else:
+                self._order = (epoch, torch.arange(self.segments))
+        return self._order[1]
 
     def window(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (B_local, T) int64, for a global step."""
-        start = (step % self.windows_per_epoch) * self.seq_len
-        chunk = self.streams[:, start: start + self.seq_len + 1].long()
+        epoch, k = divmod(step, self.windows_per_epoch)
+        round_, w = divmod(k, self.segment_windows)
+        segments = self.order(epoch)[round_ * self.global_batch: (round_ + 1) * self.global_batch][self.rows]
+        starts = segments * self.stride + w * self.seq_len
+        chunk = self.ids[starts.unsqueeze(1) + torch.arange(self.seq_len + 1)].long()
         return chunk[:, :-1], chunk[:, 1:]
 
-    def starts_epoch(self, step: int) -> bool:
-        return step % self.windows_per_epoch == 0
+    def starts_segment(self, step: int) -> bool:
+        """Whether every stream starts new text at this step (so its state starts from zeros)."""
+        return step % self.segment_windows == 0
 
 
 def iter_known_ids(path: Path, vocab: Vocab, *, strict: bool = False,

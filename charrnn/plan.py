@@ -1,5 +1,5 @@
-"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout and validation cadence a run
-gets for whatever the user did not set, from the corpus size, the budget and the device class alone.
+"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout, reading order and validation
+cadence a run gets for whatever the user did not set, from the corpus size, the budget and the device class alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -16,6 +16,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.380 against 2.357 without, and 0.1 at 2.6 passes 2.369 against 2.374); past that, it grows with the
   planned passes (log2), up to MAX_DROPOUT, since a model that reads its text many times learns it by heart.
   The slope and the cap are not yet measured at 15+ passes (issue 15 stays open on that).
+- Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
+  SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
+  of each stream's slice: on `cpp` (0.34 passes in 5 minutes) that took the held-out score from 1.954 to
+  1.908. A run of several passes reads everything anyway, and keeps char-rnn's layout: on tinyshakespeare
+  (5.5 passes) shuffled segments scored 2.141 against 2.097-2.101.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -41,8 +46,9 @@ PARAMETERS_PER_CHAR = 3.0
 DROPOUT_FREE_EPOCHS = 5.0
 DROPOUT_PER_DOUBLING = 0.1
 MAX_DROPOUT = 0.3
+SEGMENT_LEN = 4096
 VALIDATIONS_PER_RUN = 10
-PLANNED = ("hidden", "dropout", "eval_every")  # what a plan may set; any explicit option wins
+PLANNED = ("hidden", "dropout", "segment_len", "eval_every")  # what a plan may set; any explicit option wins
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Budget:
 class Plan:
     hidden: int
     dropout: float
+    segment_len: int  # 0: char-rnn's layout
     eval_every: int
     chars: float  # characters the run is planned to read (nominal throughput with --minutes)
     epochs: float  # passes over the training text that makes
@@ -65,7 +72,7 @@ class Plan:
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
         values = {"hidden": f"--hidden {self.hidden}", "dropout": f"--dropout {self.dropout:g}",
-                  "eval_every": f"--eval-every {self.eval_every}"}
+                  "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}"}
         picked = ", ".join(values[name] for name in PLANNED if name in chosen)
         return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
 
@@ -130,7 +137,9 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     dropout = 0.0
     if epochs > DROPOUT_FREE_EPOCHS:
         dropout = min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(epochs / DROPOUT_FREE_EPOCHS))
+    segment_len = SEGMENT_LEN if epochs < 1 else 0
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     dropout = round(dropout, 2) if dropout >= 0.05 else 0.0  # below that, measured as no help (bench/QUALITY.md)
-    return Plan(hidden=hidden, dropout=dropout, eval_every=eval_every, chars=chars, epochs=epochs)
+    return Plan(hidden=hidden, dropout=dropout, segment_len=segment_len, eval_every=eval_every, chars=chars,
+                epochs=epochs)

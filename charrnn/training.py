@@ -274,7 +274,7 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
         if name in job.explicit:
             model_config = replace(model_config, **{name: getattr(job.model, name)})
     saved = TrainConfig.from_dict(state["train_config"])
-    for name in ("val_fraction", "val_split"):  # they decide which text trains: a resumed run keeps it
+    for name in ("val_fraction", "val_split", "segment_len"):  # they decide which text trains next: a resumed run keeps it
         if name in job.explicit and getattr(job.train, name) != getattr(saved, name):
             raise CharRNNError(f"--resume: --{name.replace('_', '-')} differs from the checkpoint's "
                                f"({getattr(getattr(saved, name), 'value', getattr(saved, name))}); drop it to continue the run")
@@ -335,7 +335,8 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
 
     torch.manual_seed(config.random_seed)
     model = CharRNN(model_config).to(device)
-    batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank=ctx.rank, world_size=ctx.world_size)
+    batches = StreamBatches(train_ids, config.batch_size, config.seq_len, segment_len=config.segment_len,
+                            seed=config.random_seed, rank=ctx.rank, world_size=ctx.world_size)
     # From here on each step reuses the last step's memory; turned on after the corpus is read so that its
     # temporaries still go back to the OS. Not under torchrun: a gloo rank aborted once at exit with it (CI).
     if not ctx.enabled:
@@ -385,8 +386,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,
                         hidden=None if "hidden" in chosen else options.hidden)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "dropout") if name in chosen})
-    if "eval_every" in chosen:
-        config = replace(config, eval_every=planned.eval_every)
+    config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "eval_every") if name in chosen})
     note = planned.describe(chosen)
     if config.minutes and chosen:
         note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {torch.get_num_threads()} threads)"
@@ -419,8 +419,8 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
             if distributed.any_rank(done or stop.requested, ctx):
                 interrupted = stop.requested and not done
                 break
-            if batches.starts_epoch(state.step):
-                state.hidden = model.initial_state(batches.batch_size, run.device)  # a new pass: streams start over
+            if batches.starts_segment(state.step):
+                state.hidden = model.initial_state(batches.batch_size, run.device)  # the streams start new text
             lr = lr_at(state.step, config, run.fraction_done(state.step, elapsed))
             for group in run.optimizer.param_groups:
                 group["lr"] = lr

@@ -109,6 +109,50 @@ def test_ranks_share_the_global_batch_exactly():
     assert torch.equal(torch.cat(parts), whole)
 
 
+def test_shuffled_segments_are_contiguous_and_carry_the_state_within_a_segment():
+    ids = torch.arange(10_000)  # each id is its own position, so a window shows where it was read
+    batches = StreamBatches(ids, batch_size=4, seq_len=10, segment_len=50)  # 5 windows per segment
+    assert batches.shuffled and batches.segments == 199 and batches.windows_per_epoch == 49 * 5
+    for step in range(batches.windows_per_epoch + 12):
+        x, y = batches.window(step)
+        assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y[:, -1], x[:, -1] + 1)
+        assert torch.equal(x[:, -1] - x[:, 0], torch.full((4,), 9))  # each row is one contiguous run of text
+        assert batches.starts_segment(step) == (step % 5 == 0)
+        if not batches.starts_segment(step):  # within a segment, row b continues row b of the previous step
+            assert torch.equal(x[:, 0], batches.window(step - 1)[1][:, -1])
+
+
+def test_part_of_a_pass_samples_the_whole_text_and_each_pass_reads_each_segment_once():
+    ids = torch.arange(100_001)  # 1,000 segments of 100 (and the last target)
+    batches = StreamBatches(ids, batch_size=8, seq_len=10, segment_len=100)
+    first = lambda epoch: [int(batches.window(epoch * batches.windows_per_epoch + k)[0][b, 0]) // 100  # noqa: E731
+                           for k in range(0, batches.windows_per_epoch, 10) for b in range(8)]
+    one_pass = first(0)
+    assert len(set(one_pass)) == len(one_pass) == batches.windows_per_epoch // 10 * 8  # no segment twice
+    quarter = one_pass[: len(one_pass) // 4]
+    assert min(quarter) < 100 and max(quarter) > 900  # a quarter of a pass already reads from all over the text
+    assert first(1) != one_pass and sorted(first(1)) == sorted(one_pass)  # the same segments, in a new order
+    same, other = (StreamBatches(ids, 8, 10, segment_len=100, seed=s).window(0)[0] for s in (0, 1))
+    assert torch.equal(same, batches.window(0)[0]) and not torch.equal(other, same)  # the seed decides the order
+
+
+def test_char_rnn_layout_is_kept_for_segment_len_0_and_for_text_too_short_to_shuffle():
+    ids = torch.arange(1000)
+    classic = StreamBatches(ids, batch_size=4, seq_len=10)
+    short = StreamBatches(ids, batch_size=4, seq_len=10, segment_len=4096)  # a segment is longer than a stream
+    for batches in (classic, short):
+        assert not batches.shuffled and batches.windows_per_epoch == 24
+        assert torch.equal(batches.window(3)[0][:, 0], torch.tensor([30, 280, 530, 780]))
+        assert batches.starts_segment(24) and not batches.starts_segment(23)
+
+
+def test_ranks_share_the_global_batch_of_shuffled_segments_exactly():
+    ids = torch.arange(20_000)
+    whole = StreamBatches(ids, 8, 16, segment_len=64, seed=3).window(77)[0]
+    parts = [StreamBatches(ids, 8, 16, segment_len=64, seed=3, rank=r, world_size=2).window(77)[0] for r in range(2)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
 def test_text_shorter_than_one_window_is_refused_with_advice():
     with pytest.raises(CharRNNError, match="lower --batch-size or --seq-len"):
         StreamBatches(torch.zeros(100, dtype=torch.uint8), batch_size=64, seq_len=128)

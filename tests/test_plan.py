@@ -35,6 +35,14 @@ def test_a_small_corpus_read_many_times_gets_dropout_and_a_large_one_read_once_g
     assert small.dropout <= plan.MAX_DROPOUT
 
 
+def test_a_run_that_reads_part_of_its_text_shuffles_segments_and_one_that_reads_it_all_keeps_char_rnn_s_order():
+    part = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
+    whole = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
+    assert part.epochs < 1 and part.segment_len == plan.SEGMENT_LEN
+    assert whole.epochs > 1 and whole.segment_len == 0
+    assert "--segment-len 4096" in part.describe(plan.PLANNED) and "--segment-len" not in part.describe(("hidden",))
+
+
 def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():
     tiny = plan.plan(corpus_chars=20_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
     params = plan.parameters(hidden=tiny.hidden, **{k: v for k, v in SHAPE.items() if k != "batch_chars"})
@@ -85,12 +93,13 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
                          batch_chars=16)
     assert planned["model_config"]["hidden"] == expected.hidden
     assert planned["model_config"]["dropout"] == expected.dropout
+    assert planned["train_config"]["segment_len"] == expected.segment_len == plan.SEGMENT_LEN  # 64 of ~1,800 chars
     assert planned["train_config"]["eval_every"] == expected.eval_every
     assert "planned for about" in lines[0] and f"--hidden {expected.hidden}" in lines[0]
     assert planned["plan"] in lines[0]
 
     charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, hidden=24, dropout=0.3, eval_every=3,
-                  out=tmp_path / "given")
+                  segment_len=0, out=tmp_path / "given")
     given = torch.load(tmp_path / "given" / "latest.pt", weights_only=True)
     assert (given["model_config"]["hidden"], given["model_config"]["dropout"]) == (24, 0.3)
-    assert given["train_config"]["eval_every"] == 3
+    assert (given["train_config"]["eval_every"], given["train_config"]["segment_len"]) == (3, 0)

@@ -32,13 +32,14 @@ def test_a_tiny_model_memorises_a_repeated_string(memorised_run):
     assert state["history"]["val"][-1][1] < 0.1
 
 
-def test_resuming_continues_the_run_exactly(tiny_corpus, tmp_path):
-    config = {"schedule": Schedule.CONSTANT}
-    job = tiny_job(tiny_corpus, tmp_path / "once", steps=20, **config)
+@pytest.mark.parametrize("segment_len", [0, 48])  # char-rnn's layout; shuffled segments of 3 windows (8 per pass)
+def test_resuming_continues_the_run_exactly(tiny_corpus, tmp_path, segment_len):
+    config = {"schedule": Schedule.CONSTANT, "segment_len": segment_len}
+    job = tiny_job(tiny_corpus, tmp_path / "once", steps=30, **config)
     run(job)
-    split = tiny_job(tiny_corpus, tmp_path / "twice", steps=10, **config)
+    split = tiny_job(tiny_corpus, tmp_path / "twice", steps=10, **config)  # mid-segment, in the first pass
     run(split)
-    run(replace(split, train=replace(split.train, steps=20), resume=True, explicit=frozenset({"steps"})))
+    run(replace(split, train=replace(split.train, steps=30), resume=True, explicit=frozenset({"steps"})))
     assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))
 
 
@@ -143,6 +144,24 @@ def test_the_validation_split_is_kept_on_resume_and_older_runs_keep_theirs_at_th
         run(moved)
     older = {k: v for k, v in saved["train_config"].items() if k != "val_split"}  # saved before the option existed
     assert TrainConfig.from_dict(older).val_split.value == "end"
+
+
+def test_the_reading_order_is_kept_on_resume_and_older_runs_keep_char_rnn_s(tiny_corpus, tmp_path):
+    job = tiny_job(tiny_corpus, tmp_path / "r", steps=4, segment_len=48)
+    run(job)
+    saved = checkpoint.load(tmp_path / "r" / "latest.pt")
+    assert saved["train_config"]["segment_len"] == 48
+    moved = replace(job, resume=True, train=replace(job.train, steps=6, segment_len=0),
+                    explicit=frozenset({"steps", "segment_len"}))
+    with pytest.raises(CharRNNError, match="--segment-len differs"):
+        run(moved)
+    older = {k: v for k, v in saved["train_config"].items() if k != "segment_len"}  # saved before the option existed
+    assert TrainConfig.from_dict(older).segment_len == 0
+
+
+def test_a_segment_shorter_than_a_window_is_refused():
+    with pytest.raises(CharRNNError, match="--segment-len must be 0"):
+        TrainConfig(seq_len=64, segment_len=32)
 
 
 def test_epochs_budget_counts_passes_over_the_text(tiny_corpus, tmp_path):

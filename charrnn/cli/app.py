@@ -72,6 +72,12 @@ def train(
         help="One dropout mask per stream for a whole window, shared across time steps (Gal & Ghahramani 2016).")] = False,
     seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = 32,
+    segment_len: Annotated[Optional[int], typer.Option(
+        help="Characters a stream reads in order (its state carried) before it moves to another part of the text; "
+             "each pass reads these segments in a new order drawn from --random-seed, so a run that reads part of "
+             "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
+             "to end. Default: planned: 4096 for a run that reads less than one pass of its text, else 0.",
+        show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 3e-3,
     schedule: Annotated[Schedule, typer.Option(
         help="Learning-rate schedule after warm-up: cosine decays to 5% of --lr over the budget; constant keeps it.")] = Schedule.COSINE,
