@@ -230,6 +230,7 @@ class StreamBatches:
         self.batch_size = rows
         self.global_batch = batch_size
         self.seq_len = seq_len
+        self._offsets = torch.arange(seq_len + 1)  # a window's positions after its start, built once
         self.seed = seed
         self.ids = ids
         self._order: tuple[int, torch.Tensor] | None = None  # (pass, the order its segments are read in)
@@ -250,7 +251,7 @@ class StreamBatches:
         round_, w = divmod(k, self.segment_windows)
         segments = self.order(epoch)[round_ * self.global_batch: (round_ + 1) * self.global_batch][self.rows]
         starts = segments * self.stride + w * self.seq_len
-        chunk = self.ids[starts.unsqueeze(1) + torch.arange(self.seq_len + 1)].long()
+        chunk = self.ids[starts.unsqueeze(1) + self._offsets].long()
         return chunk[:, :-1], chunk[:, 1:]
 
     def starts_segment(self, step: int) -> bool:

@@ -18,9 +18,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   The slope and the cap are not yet measured at 15+ passes (issue 15 stays open on that).
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
-  of each stream's slice: on `cpp` (0.34 passes in 5 minutes) that took the held-out score from 1.954 to
-  1.908. A run of several passes reads everything anyway, and keeps char-rnn's layout: on tinyshakespeare
-  (5.5 passes) shuffled segments scored 2.141 against 2.097-2.101.
+  of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
+  to 1.886 and 1.892 (two seeds), on `python` from 1.857 to 1.843. A run of several passes reads everything
+  anyway, and keeps char-rnn's layout: on tinyshakespeare (5.5 passes) shuffled segments scored 2.120
+  against 2.107.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
