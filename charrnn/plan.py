@@ -11,11 +11,14 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   parameter (wider models learn more per character, but one that sees too little text per parameter ends
   under-trained), and the model has at most PARAMETERS_PER_CHAR parameters per character of corpus. On
   tinyshakespeare with 5 minutes of compute, 2x256 (about 4.5 characters per parameter) scored 2.357,
-  2x384 (1.1) 2.374 and 2x512 (0.4) 2.452 bits/char on the held-out 10%.
+  2x384 (1.1) 2.374 and 2x512 (0.4) 2.452 bits/char on the held-out 10%. A threshold of 5, which keeps
+  2x256 at 15 minutes, was timed and lost: `cpp` 1.770 against 2x384's 1.731, tinyshakespeare 2.128
+  against 2.125.
 - Dropout: none up to DROPOUT_FREE_EPOCHS planned passes (on tinyshakespeare, 0.2 at about 4 passes scored
   2.380 against 2.357 without, and 0.1 at 2.6 passes 2.369 against 2.374); past that, it grows with the
   planned passes (log2), up to MAX_DROPOUT, since a model that reads its text many times learns it by heart.
-  The slope and the cap are not yet measured at 15+ passes (issue 15 stays open on that).
+  The slope is too shallow past 15 passes: at 60 minutes on tinyshakespeare (31 planned passes, 2x384 with
+  0.26) validation turned up after about 9 passes (issue 15 stays open on that).
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
