@@ -17,8 +17,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
 - Dropout: none up to DROPOUT_FREE_EPOCHS planned passes (on tinyshakespeare, 0.2 at about 4 passes scored
   2.380 against 2.357 without, and 0.1 at 2.6 passes 2.369 against 2.374); past that, it grows with the
   planned passes (log2), up to MAX_DROPOUT, since a model that reads its text many times learns it by heart.
-  The slope is too shallow past 15 passes: at 60 minutes on tinyshakespeare (31 planned passes, 2x384 with
-  0.26) validation turned up after about 9 passes (issue 15 stays open on that).
+  The slope is too shallow: on tinyshakespeare at 15 minutes (7.8 planned passes, 2x384) dropout 0.3 scored
+  2.077 against the planned 0.06's 2.125, and at 60 minutes (31 planned passes, 0.26) validation turned up
+  after about 9 passes. One run each; the rule is unchanged until 60 minutes is measured (issue 15).
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
