@@ -24,6 +24,7 @@ def test_a_longer_budget_never_picks_a_narrower_model_or_less_dropout():
     chosen = [plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=m), flops=CPU, **SHAPE)
               for m in (1, 5, 15, 60, 240)]
     assert [p.hidden for p in chosen] == sorted(p.hidden for p in chosen)
+    assert [p.dropout for p in chosen] == sorted(p.dropout for p in chosen)
     assert chosen[0].hidden < chosen[-1].hidden
 
 
@@ -33,6 +34,15 @@ def test_a_small_corpus_read_many_times_gets_dropout_and_a_large_one_read_once_g
     assert small.epochs > 5 and small.dropout > 0
     assert large.epochs < 1 and large.dropout == 0
     assert small.dropout <= plan.MAX_DROPOUT
+
+
+def test_dropout_is_strong_well_before_a_run_reads_its_text_ten_times():
+    # tinyshakespeare at 15 minutes (about 8 planned passes): 0.3 scored 2.077 held-out, 0.06 2.125 (bench/QUALITY.md)
+    just_past = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(epochs=plan.DROPOUT_FREE_EPOCHS * 1.05),
+                          flops=CPU, **SHAPE)
+    eight = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(epochs=8), flops=CPU, **SHAPE)
+    assert just_past.dropout == 0  # too little to pay for its masks
+    assert 0.3 <= eight.dropout <= plan.MAX_DROPOUT
 
 
 def test_a_run_that_reads_part_of_its_text_shuffles_segments_and_one_that_reads_it_all_keeps_char_rnn_s_order():
