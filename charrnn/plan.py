@@ -1,5 +1,6 @@
-"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout, reading order and validation
-cadence a run gets for whatever the user did not set, from the corpus size, the budget and the device class alone.
+"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout, reading order, validation
+cadence and (for a --minutes budget) the most passes a run gets for whatever the user did not set, from the
+corpus size, the budget and the device class alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -30,6 +31,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   to 1.886 and 1.892 (two seeds), on `python` from 1.857 to 1.843. A run of several passes reads everything
   anyway, and keeps char-rnn's layout: on tinyshakespeare (5.5 passes) shuffled segments scored 2.120
   against 2.107.
+- Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
+  passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
+  the clock. Past about 9 passes even MAX_DROPOUT over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
+  own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt scored 2.140 held-out
+  against 2.077 for 15 minutes (7.6 passes, decayed to the end).
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -56,9 +62,10 @@ DROPOUT_FREE_EPOCHS = 5.0
 DROPOUT_PER_DOUBLING = 0.5
 MAX_DROPOUT = 0.3
 MIN_DROPOUT = 0.1
+MAX_EPOCHS = 10.0
 SEGMENT_LEN = 4096
 VALIDATIONS_PER_RUN = 10
-PLANNED = ("hidden", "dropout", "segment_len", "eval_every")  # what a plan may set; any explicit option wins
+PLANNED = ("hidden", "dropout", "segment_len", "eval_every", "epochs")  # what a plan may set; any explicit option wins
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,14 @@ class Plan:
     eval_every: int
     chars: float  # characters the run is planned to read (nominal throughput with --minutes)
     epochs: float  # passes over the training text that makes
+    max_epochs: float | None = None  # for a --minutes budget that would read more: stop after this many passes
 
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
         values = {"hidden": f"--hidden {self.hidden}", "dropout": f"--dropout {self.dropout:g}",
-                  "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}"}
-        picked = ", ".join(values[name] for name in PLANNED if name in chosen)
+                  "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}",
+                  "epochs": f"--epochs {self.max_epochs:g} (more passes over-fit)" if self.max_epochs else ""}
+        picked = ", ".join(values[name] for name in PLANNED if name in chosen and values[name])
         return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
 
 
@@ -128,8 +137,11 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     def count(width: int) -> int:
         return parameters(vocab_size=vocab_size, hidden=width, layers=layers, embedding=embedding, skip=skip, cell=cell)
 
+    # Only a clock budget is capped: --steps and --epochs say exactly how much to read.
+    capped = bool(budget.minutes) and not budget.steps and not budget.epochs
+
     def chars_read(width: int) -> float:
-        limits = []
+        limits = [MAX_EPOCHS * corpus_chars] if capped else []
         if budget.steps:
             limits.append(budget.steps * batch_chars)
         if budget.epochs:
@@ -150,8 +162,9 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     segment_len = SEGMENT_LEN if epochs < 1 else 0
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
-    # Below MIN_DROPOUT, dropout was measured as no help (bench/QUALITY.md), and its masks cost time: on
-    # tinyshakespeare, 0.07 at 5.5 passes scored 2.114 in 5 minutes against 2.097-2.101 without.
+    # Below MIN_DROPOUT, dropout was never measured to help (bench/QUALITY.md): on tinyshakespeare, 0.07 at 5.5
+    # passes scored 2.114 in 5 minutes (2,187 steps) against 2.097-2.101 without (2,480 steps, other days).
     dropout = round(dropout, 2) if dropout >= MIN_DROPOUT else 0.0
+    max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None
     return Plan(hidden=hidden, dropout=dropout, segment_len=segment_len, eval_every=eval_every, chars=chars,
-                epochs=epochs)
+                epochs=epochs, max_epochs=max_epochs)

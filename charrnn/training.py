@@ -387,6 +387,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         hidden=None if "hidden" in chosen else options.hidden)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "dropout") if name in chosen})
     config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "eval_every") if name in chosen})
+    if "epochs" in chosen and planned.max_epochs:  # a clock budget longer than the text can use
+        config = replace(config, epochs=planned.max_epochs)
     note = planned.describe(chosen)
     if config.minutes and chosen:
         note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {torch.get_num_threads()} threads)"

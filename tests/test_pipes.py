@@ -60,7 +60,7 @@ def test_shell_pipeline_into_head_ends_quietly(memorised_run):
 
 def test_ctrl_c_saves_says_where_exits_130_and_resume_continues(tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    proc = start_training(tiny_corpus, out, "--minutes", "5", "--eval-every", "5")
+    proc = start_training(tiny_corpus, out, "--steps", "1000000", "--eval-every", "5")
     wait_for(out / "latest.pt")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -75,7 +75,7 @@ def test_ctrl_c_saves_says_where_exits_130_and_resume_continues(tiny_corpus, tmp
 
 def test_a_second_run_into_the_same_directory_is_refused_and_the_lock_dies_with_its_process(tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    first = start_training(tiny_corpus, out, "--minutes", "5", "--eval-every", "5")
+    first = start_training(tiny_corpus, out, "--steps", "1000000", "--eval-every", "5")
     wait_for(out / "latest.pt")
     second = subprocess.run([*CHARRNN, "train", str(tiny_corpus), *TINY, "--out", str(out), "--steps", "3"],
                             capture_output=True, env=env())
@@ -93,7 +93,7 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tiny_corp
     rng = random.Random(0)
     for attempt in range(8):
         extra = ["--resume"] if (out / "latest.pt").exists() else ["--force"]
-        proc = start_training(tiny_corpus, out, "--minutes", "5", "--eval-every", "1", *extra)
+        proc = start_training(tiny_corpus, out, "--steps", "1000000", "--eval-every", "1", *extra)
         if attempt == 0:
             wait_for(out / "latest.pt")
         time.sleep(rng.uniform(0.0, 1.5))

@@ -45,6 +45,21 @@ def test_dropout_is_strong_well_before_a_run_reads_its_text_ten_times():
     assert 0.3 <= eight.dropout <= plan.MAX_DROPOUT
 
 
+def test_a_clock_budget_stops_after_the_passes_that_help_and_an_explicit_one_does_not():
+    # tinyshakespeare in 60 minutes (31 passes) over-fitted even with dropout 0.3 (bench/QUALITY.md)
+    long = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
+    assert long.max_epochs == long.epochs == plan.MAX_EPOCHS
+    assert f"--epochs {plan.MAX_EPOCHS:g}" in long.describe(plan.PLANNED)
+    assert "--epochs" not in long.describe(("hidden", "dropout"))
+    assert long.dropout == plan.MAX_DROPOUT and long.eval_every == round(
+        plan.MAX_EPOCHS * 1_000_000 / SHAPE["batch_chars"] / plan.VALIDATIONS_PER_RUN / 50) * 50
+    for budget in (plan.Budget(epochs=30), plan.Budget(steps=20_000), plan.Budget(minutes=60, steps=20_000)):
+        told = plan.plan(corpus_chars=1_000_000, budget=budget, flops=CPU, **SHAPE)
+        assert told.max_epochs is None and told.epochs > 20
+    large = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
+    assert large.max_epochs is None and large.epochs < plan.MAX_EPOCHS
+
+
 def test_a_run_that_reads_part_of_its_text_shuffles_segments_and_one_that_reads_it_all_keeps_char_rnn_s_order():
     part = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     whole = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
@@ -113,3 +128,14 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
     given = torch.load(tmp_path / "given" / "latest.pt", weights_only=True)
     assert (given["model_config"]["hidden"], given["model_config"]["dropout"]) == (24, 0.3)
     assert (given["train_config"]["eval_every"], given["train_config"]["segment_len"]) == (3, 0)
+
+
+def test_a_clock_budget_on_a_small_text_ends_after_the_planned_passes(tiny_corpus, tmp_path):
+    lines = []
+    result = charrnn.train(tiny_corpus, minutes=2, seq_len=8, batch_size=2, hidden=16, out=tmp_path / "run",
+                           log=lines.append)
+    saved = torch.load(tmp_path / "run" / "latest.pt", weights_only=True)
+    assert saved["train_config"]["epochs"] == plan.MAX_EPOCHS and saved["train_config"]["minutes"] == 2
+    assert saved["elapsed_seconds"] < 60 and saved["step"] * 16 >= plan.MAX_EPOCHS * (len(tiny_corpus.read_text()) * 0.9)
+    assert f"--epochs {plan.MAX_EPOCHS:g}" in lines[0]
+    assert result.steps == saved["step"]

@@ -88,7 +88,9 @@ def train(
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the training text.", show_default=False)] = None,
     minutes: Annotated[Optional[float], typer.Option(
         help="Stop after this much wall-clock time in total (not repeatable: use --steps or --epochs for that). "
-             "With no --steps/--epochs/--minutes: 10 minutes.", show_default=False)] = None,
+             "With no --steps/--epochs/--minutes: 10 minutes. A text small enough to be read many times in that "
+             "time stops when more passes would over-fit (the first log line says after how many; --epochs overrides).",
+        show_default=False)] = None,
     val_fraction: Annotated[float, typer.Option(help="Fraction of the text held out for validation (choosing best.pt).")] = 0.05,
     val_split: Annotated[ValSplit, typer.Option(
         help="Where the validation text comes from. spread: 20 pieces spread over the text, so it stands for the "
