@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run directory or .pt file")
     parser.add_argument("file", help="held-out text the run never trained on")
-    parser.add_argument("--lr", type=floats, default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--lr", type=floats, default=[3e-4, 6e-4, 1e-3, 3e-3])
     parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[64])
     parser.add_argument("--decay", type=floats, default=[0.02])
     parser.add_argument("--threads", type=int, default=None)

@@ -186,7 +186,7 @@ class EvalConfig:
     window: int = 64    # characters per forward call: the fastest measured (bench/RESULTS.md, session 3)
     strict: bool = False
     dynamic: bool = False
-    dynamic_lr: float = 3e-4  # tuned on held-out tinyshakespeare: bench/QUALITY.md, "Dynamic evaluation"
+    dynamic_lr: float = 6e-4  # tuned on held-out tinyshakespeare, cpp and python: bench/QUALITY.md, session 9
     dynamic_window: int = 64
     dynamic_decay: float = 0.001  # fraction of the way back to the trained weights per update
 
