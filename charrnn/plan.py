@@ -35,7 +35,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
   the clock. Past about 9 passes even MAX_DROPOUT over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
   own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt scored 2.140 held-out
-  against 2.077 for 15 minutes (7.6 passes, decayed to the end).
+  against 2.077 for 15 minutes (7.6 passes, decayed to the end); fixed-step runs decayed over 10.5 and 15.8
+  passes scored 2.086 and 2.109. Capped, the 60-minute run stopped after 19 minutes and scored 2.087.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
