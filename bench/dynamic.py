@@ -19,6 +19,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 import charrnn  # noqa: E402
+from charrnn.config import EvalConfig  # noqa: E402
 
 
 def floats(text: str) -> list[float]:
@@ -29,9 +30,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run directory or .pt file")
     parser.add_argument("file", help="held-out text the run never trained on")
-    parser.add_argument("--lr", type=floats, default=[3e-4, 6e-4, 1e-3, 3e-3])
-    parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[64])
-    parser.add_argument("--decay", type=floats, default=[0.02])
+    # The default grid steps around charrnn's own --dynamic-lr, at its own window and decay.
+    parser.add_argument("--lr", type=floats, default=[3e-4, EvalConfig.dynamic_lr, 1e-3, 3e-3])
+    parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[EvalConfig.dynamic_window])
+    parser.add_argument("--decay", type=floats, default=[EvalConfig.dynamic_decay])
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
