@@ -91,9 +91,10 @@ class Plan:
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
         values = {"hidden": f"--hidden {self.hidden}", "dropout": f"--dropout {self.dropout:g}",
-                  "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}",
-                  "epochs": f"--epochs {self.max_epochs:g} (more passes over-fit)" if self.max_epochs else ""}
-        picked = ", ".join(values[name] for name in PLANNED if name in chosen and values[name])
+                  "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}"}
+        if self.max_epochs:  # planned only when the clock would read more
+            values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
+        picked = ", ".join(values[name] for name in PLANNED if name in chosen and name in values)
         return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
 
 
