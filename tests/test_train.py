@@ -159,6 +159,17 @@ def test_the_reading_order_is_kept_on_resume_and_older_runs_keep_char_rnn_s(tiny
     assert TrainConfig.from_dict(older).segment_len == 0
 
 
+def test_a_run_keeps_its_optimiser_settings_on_resume_and_older_runs_keep_plain_adam_and_their_decay_floor(
+        tiny_corpus, tmp_path):
+    job = tiny_job(tiny_corpus, tmp_path / "r", steps=4)
+    run(job)
+    saved = checkpoint.load(tmp_path / "r" / "latest.pt")["train_config"]
+    assert TrainConfig.from_dict(saved) == job.train  # every setting stored: a run resumes as it ran
+    older = {k: v for k, v in saved.items() if k not in ("weight_decay", "final_lr_fraction")}  # before they existed
+    assert (TrainConfig.from_dict(older).weight_decay, TrainConfig.from_dict(older).final_lr_fraction) == (0.0, 0.05)
+    assert TrainConfig().weight_decay > 0 and TrainConfig().final_lr_fraction == 0.0  # today's defaults differ
+
+
 def test_a_segment_shorter_than_a_window_is_refused():
     with pytest.raises(CharRNNError, match="--segment-len must be 0"):
         TrainConfig(seq_len=64, segment_len=32)

@@ -78,12 +78,12 @@ def train(
              "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
              "to end. Default: planned: 4096 for a run that reads less than one pass of its text, else 0.",
         show_default=False)] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = 3e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 4e-3,
     schedule: Annotated[Schedule, typer.Option(
-        help="Learning-rate schedule after warm-up: cosine decays to 5% of --lr over the budget; constant keeps it.")] = Schedule.COSINE,
+        help="Learning-rate schedule after warm-up: cosine decays to zero over the budget; constant keeps it.")] = Schedule.COSINE,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 50,
     grad_clip: Annotated[float, typer.Option(help="Clip the gradient's global norm to this (0: off).")] = 1.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW's decoupled weight decay on the weight matrices (0: plain Adam).")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW's decoupled weight decay on the weight matrices (0: plain Adam).")] = 0.1,
     steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps in total (counting resumed ones).", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the training text.", show_default=False)] = None,
     minutes: Annotated[Optional[float], typer.Option(
