@@ -15,12 +15,6 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2x384 (1.1) 2.374 and 2x512 (0.4) 2.452 bits/char on the held-out 10%. A threshold of 5, which keeps
   2x256 at 15 minutes, was timed and lost: `cpp` 1.770 against 2x384's 1.731, tinyshakespeare 2.128
   against 2.125.
-  A --minutes budget capped at MAX_EPOCHS passes (below) is different: every width that finishes those passes
-  within the budget reads the same text, so the widest of them is taken, up to CAPPED_PARAMETERS_PER_CHAR
-  parameters per character. At 10 passes with dropout 0.3, wider won on three texts of about 200k
-  characters: vim's syntax.txt 2x128/192/256 2.659/2.553/2.532 held-out, _pydecimal.py 2.590/2.520/2.499
-  (2x384, 10.9 parameters per character: 2.516) and tinyshakespeare's first 250k 2.231/2.139/2.091/2.057
-  (2x384, 9.5 per character).
 - Dropout: none up to DROPOUT_FREE_EPOCHS planned passes (on tinyshakespeare, 0.2 at about 4 passes scored
   2.380 against 2.357 without, and 0.1 at 2.6 passes 2.369 against 2.374); past that, it grows steeply with
   the planned passes, DROPOUT_PER_DOUBLING per doubling up to MAX_DROPOUT, since a model that reads its text
@@ -65,7 +59,6 @@ NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 CHARS_PER_PARAMETER = 2.0
 PARAMETERS_PER_CHAR = 3.0
-CAPPED_PARAMETERS_PER_CHAR = 10.0
 DROPOUT_FREE_EPOCHS = 5.0
 DROPOUT_PER_DOUBLING = 0.5
 MAX_DROPOUT = 0.3
@@ -159,14 +152,9 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
             limits.append(budget.minutes * 60 * flops / (6 * count(width)))
         return min(limits) if limits else math.inf
 
-    def fits(width: int) -> bool:
-        if capped and chars_read(width) >= MAX_EPOCHS * corpus_chars:
-            # it reads every pass the cap allows within the budget, as a narrower one would: wider learns more
-            return count(width) <= CAPPED_PARAMETERS_PER_CHAR * corpus_chars
-        return chars_read(width) >= CHARS_PER_PARAMETER * count(width) and count(width) <= PARAMETERS_PER_CHAR * corpus_chars
-
     if hidden is None:
-        fitting = [w for w in WIDTHS if fits(w)]
+        fitting = [w for w in WIDTHS
+                   if chars_read(w) >= CHARS_PER_PARAMETER * count(w) and count(w) <= PARAMETERS_PER_CHAR * corpus_chars]
         hidden = max(fitting) if fitting else WIDTHS[0]
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
