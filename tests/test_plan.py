@@ -74,6 +74,16 @@ def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():
     assert params <= plan.PARAMETERS_PER_CHAR * 20_000 or tiny.hidden == plan.WIDTHS[0]
 
 
+def test_the_width_limit_keeps_the_sizes_measured_best_at_ten_passes():
+    # bench/QUALITY.md, session 10: at 10 passes 2x192 beat 2x128 on vim's syntax.txt (202k training chars, 98
+    # distinct), and 2x512 lost to 2x384 on tinyshakespeare (0.95M)
+    small = plan.plan(corpus_chars=202_000, budget=plan.Budget(minutes=5), flops=CPU,
+                      **{**SHAPE, "vocab_size": 98, "embedding": 98})
+    assert (small.hidden, small.max_epochs) == (192, plan.MAX_EPOCHS)
+    plays = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
+    assert (plays.hidden, plays.max_epochs) == (384, plan.MAX_EPOCHS)
+
+
 def test_a_faster_device_class_plans_a_wider_model_for_the_same_minutes():
     cpu = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     cuda = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=plan.nominal_flops("cuda"), **SHAPE)
