@@ -19,7 +19,7 @@ from charrnn import __version__
 from charrnn.cli import inspect_commands
 from charrnn.cli.common import CheckpointOption, DeviceOption, given_options, user_errors
 from charrnn.cli.corpus import corpus_app
-from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, ValSplit
+from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit
 
 # torch warns on import when numpy is absent; charrnn never needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -70,20 +70,21 @@ def train(
     variational: Annotated[bool, typer.Option(
         "--variational-dropout/--no-variational-dropout",
         help="One dropout mask per stream for a whole window, shared across time steps (Gal & Ghahramani 2016).")] = False,
-    seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = 32,
+    seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = TrainConfig.seq_len,
+    batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = TrainConfig.batch_size,
     segment_len: Annotated[Optional[int], typer.Option(
         help="Characters a stream reads in order (its state carried) before it moves to another part of the text; "
              "each pass reads these segments in a new order drawn from --random-seed, so a run that reads part of "
              "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
              "to end. Default: planned: 4096 for a run that reads less than one pass of its text, else 0.",
         show_default=False)] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 4e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = TrainConfig.lr,
     schedule: Annotated[Schedule, typer.Option(
         help="Learning-rate schedule after warm-up: cosine decays to zero over the budget; constant keeps it.")] = Schedule.COSINE,
-    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = 50,
-    grad_clip: Annotated[float, typer.Option(help="Clip the gradient's global norm to this (0: off).")] = 1.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW's decoupled weight decay on the weight matrices (0: plain Adam).")] = 0.1,
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = TrainConfig.warmup_steps,
+    grad_clip: Annotated[float, typer.Option(help="Clip the gradient's global norm to this (0: off).")] = TrainConfig.grad_clip,
+    weight_decay: Annotated[float, typer.Option(
+        help="AdamW's decoupled weight decay on the weight matrices (0: plain Adam).")] = TrainConfig.weight_decay,
     steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps in total (counting resumed ones).", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the training text.", show_default=False)] = None,
     minutes: Annotated[Optional[float], typer.Option(
@@ -91,7 +92,7 @@ def train(
              "With no --steps/--epochs/--minutes: 10 minutes. A text small enough to be read many times in that "
              "time stops when more passes would over-fit (the first log line says after how many; --epochs overrides).",
         show_default=False)] = None,
-    val_fraction: Annotated[float, typer.Option(help="Fraction of the text held out for validation (choosing best.pt).")] = 0.05,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of the text held out for validation (choosing best.pt).")] = TrainConfig.val_fraction,
     val_split: Annotated[ValSplit, typer.Option(
         help="Where the validation text comes from. spread: 20 pieces spread over the text, so it stands for the "
              "whole and the text's end still trains (the end lies nearest to what follows the file); end: the "
