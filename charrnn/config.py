@@ -101,12 +101,12 @@ class TrainConfig:
     # Characters a stream reads in order before it moves to a segment elsewhere; each pass shuffles the segments
     # (data.StreamBatches). 0: char-rnn's layout. charrnn.plan picks it unless set.
     segment_len: int = 0
-    lr: float = 4e-3  # with the decay to zero and weight decay below: bench/QUALITY.md, session 10
+    lr: float = 6e-3  # with the decay to zero and weight decay below: bench/QUALITY.md, sessions 10 and 11
     schedule: Schedule = Schedule.COSINE
     warmup_steps: int = 50
     final_lr_fraction: float = 0.0
     grad_clip: float = 1.0
-    weight_decay: float = 0.1  # AdamW's decoupled decay of the weight matrices (not biases)
+    weight_decay: float = 0.2  # AdamW's decoupled decay of the weight matrices (not biases)
     steps: int | None = None
     epochs: float | None = None
     minutes: float | None = None
