@@ -47,7 +47,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = [CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden)) for layers, hidden in args.shapes]
+    models = [CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, embedding=VOCAB))  # as train sizes it
+              for layers, hidden in args.shapes]
     optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in models]
     x, y = torch.randint(0, VOCAB, (BATCH, SEQ_LEN)), torch.randint(0, VOCAB, (BATCH, SEQ_LEN))
     times: list[list[float]] = [[] for _ in models]
