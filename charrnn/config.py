@@ -101,7 +101,7 @@ class TrainConfig:
     # Characters a stream reads in order before it moves to a segment elsewhere; each pass shuffles the segments
     # (data.StreamBatches). 0: char-rnn's layout. charrnn.plan picks it unless set.
     segment_len: int = 0
-    lr: float = 6e-3  # with the decay to zero and weight decay below: bench/QUALITY.md, sessions 10 and 11
+    lr: float = 1.1e-2  # with the decay to zero and weight decay below: bench/QUALITY.md, sessions 10 to 12
     schedule: Schedule = Schedule.COSINE
     warmup_steps: int = 50
     final_lr_fraction: float = 0.0
