@@ -3,7 +3,7 @@
     python bench/step_time.py                          # 2x256 (the 5-minute default here) against its neighbours
     python bench/step_time.py 2x256 3x192 --threads 2  # any LAYERSxHIDDEN shapes
 
-One fused AdamW step (forward, backward, update) of charrnn's own model on batch 32 x 64 with a 65-character
+One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model on batch 32 x 64 with a 65-character
 alphabet (tinyshakespeare's), in fp32. The shapes take turns, so a passing load slows them alike; it prints
 each one's milliseconds per step and its steps per step of the first shape. Use it to compare shapes at equal
 time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
@@ -26,8 +26,9 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
 
-from charrnn.config import ModelConfig  # noqa: E402
+from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
+from charrnn.training import _adam  # noqa: E402  (the optimiser exactly as charrnn train builds it)
 
 VOCAB, BATCH, SEQ_LEN = 65, 32, 64
 
@@ -49,7 +50,7 @@ def main() -> None:
     torch.manual_seed(0)
     models = [CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, embedding=VOCAB))  # as train sizes it
               for layers, hidden in args.shapes]
-    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in models]
+    optimizers = [_adam(m, TrainConfig.lr, torch.device("cpu"), TrainConfig.weight_decay) for m in models]
     x, y = torch.randint(0, VOCAB, (BATCH, SEQ_LEN)), torch.randint(0, VOCAB, (BATCH, SEQ_LEN))
     times: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds + 1):  # the first round warms up and is dropped
