@@ -3,8 +3,8 @@
     python bench/step_time.py                          # 2x256 (the 5-minute default here) against its neighbours
     python bench/step_time.py 2x256 3x192 --threads 2  # any LAYERSxHIDDEN shapes
 
-One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model on batch 32 x 64 with a 65-character
-alphabet (tinyshakespeare's), in fp32. The shapes take turns, so a passing load slows them alike; it prints
+One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model on batch
+32 x 64 with a 65-character alphabet (tinyshakespeare's), in fp32. The shapes take turns, so a passing load slows them alike; it prints
 each one's milliseconds per step and its steps per step of the first shape. Use it to compare shapes at equal
 time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
 """
