@@ -75,12 +75,13 @@ class ModelConfig:
     dropout: float = 0.0  # on each layer's output, where it feeds the next layer and the output layer
     embedding_dropout: float = 0.0  # on the embedded input, which feeds every layer with skips
     variational: bool = False  # one dropout mask per stream and window, shared across time (Gal & Ghahramani 2016)
+    weight_drop: float = 0.0  # DropConnect on each layer's hidden-to-hidden weights, one mask per step (Merity et al. 2017)
 
     def __post_init__(self):
         object.__setattr__(self, "cell", Cell(self.cell))
         for name in ("vocab_size", "layers", "hidden", "embedding"):
             _positive(name, getattr(self, name))
-        for name in ("dropout", "embedding_dropout"):
+        for name in ("dropout", "embedding_dropout", "weight_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
 

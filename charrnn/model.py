@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from charrnn import kernels
 from charrnn.config import Cell, ModelConfig
@@ -61,12 +62,23 @@ class CharRNN(nn.Module):
             else:
                 below = self.dropout(outputs[-1])
                 layer_in = torch.cat([x, below], -1) if self.config.skip else below  # Graves: input feeds every layer
-            out, s = layer(layer_in, None if state is None else _to_module_state(state[n]))
+            out, s = self._run_layer(layer, layer_in, None if state is None else _to_module_state(state[n]))
             outputs.append(out)
             new_state.append(s if isinstance(s, tuple) else (s,))
         features = torch.cat(outputs, -1) if self.config.skip else outputs[-1]  # (B, T, H·L) with skips
         logits = self.head(self.dropout(features))  # (B, T, V); Graves 2013 §2: every layer feeds the output
         return logits, new_state
+
+    def _run_layer(self, layer: nn.Module, x: Tensor, state):
+        p = self.config.weight_drop
+        if not (self.training and p > 0):
+            return layer(x, state)
+        # DropConnect (Merity et al. 2017): the kernel runs on a dropped copy of W_hh, one mask for the step's whole
+        # window, so the recurrence itself is regularised and the fused call stays.
+        from torch.func import functional_call  # here: importing torch.func warns when numpy is absent
+
+        dropped = {"weight_hh_l0": F.dropout(layer.weight_hh_l0, p)}
+        return functional_call(layer, dropped, (x, state))
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

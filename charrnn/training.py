@@ -40,12 +40,14 @@ class ModelOptions:
     dropout: float = 0.0
     embedding_dropout: float = 0.0
     variational: bool = False
+    weight_drop: float = 0.0
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
         embedding = self.embedding or min(vocab_size, 256)
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
                            embedding=embedding, skip=self.skip, dropout=self.dropout,
-                           embedding_dropout=self.embedding_dropout, variational=self.variational)
+                           embedding_dropout=self.embedding_dropout, variational=self.variational,
+                           weight_drop=self.weight_drop)
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
             if wanted != have:
                 raise CharRNNError(f"--resume: --{name} {getattr(wanted, 'value', wanted)} differs from the checkpoint's "
                                    f"{getattr(have, 'value', have)}; drop --{name} to continue the run")
-    for name in ("dropout", "embedding_dropout", "variational"):
+    for name in ("dropout", "embedding_dropout", "variational", "weight_drop"):
         if name in job.explicit:
             model_config = replace(model_config, **{name: getattr(job.model, name)})
     saved = TrainConfig.from_dict(state["train_config"])

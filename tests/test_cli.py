@@ -111,6 +111,7 @@ def test_bad_sample_options_get_one_clear_line(runner, memorised_run, args, mess
     (["--batch-size", "-3"], "--batch-size"),
     (["--lr", "0"], "--lr"),
     (["--dropout", "1.0"], "--dropout"),
+    (["--weight-drop", "-0.1"], "--weight-drop"),
     (["--embedding", "0"], "--embedding"),
     (["--val-fraction", "0"], "--val-fraction"),
     (["--val-fraction", "1"], "--val-fraction"),

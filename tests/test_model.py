@@ -133,3 +133,36 @@ def test_variational_dropout_is_used_where_the_config_asks():
     ids = torch.randint(0, 29, (2, 12))
     assert type(model.dropout).__name__ == type(model.embedding_dropout).__name__ == "SequenceDropout"
     assert not torch.equal(model(ids)[0], model(ids)[0])
+
+
+@pytest.mark.parametrize("cell", list(Cell))
+def test_weight_drop_masks_the_recurrent_weights_while_training_only(cell):
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(cell=cell, weight_drop=0.5))
+    plain = CharRNN(tiny_config(cell=cell))
+    plain.load_state_dict(model.state_dict())  # the same parameters and keys: a checkpoint loads either way
+    ids = torch.randint(0, 29, (2, 12))
+    model.train()
+    assert not torch.equal(model(ids)[0], model(ids)[0])  # a fresh mask each call
+    model.zero_grad()
+    model(ids)[0].sum().backward()
+    grad = model.layers[0].weight_hh_l0.grad
+    assert 0.3 < (grad == 0).float().mean() < 0.7  # dropped weights get no gradient
+    model.eval()
+    plain.eval()
+    assert torch.equal(model(ids)[0], plain(ids)[0])
+
+
+def test_weight_drop_zeroes_whole_weights_not_activations():
+    """With (almost surely) every recurrent weight dropped, the model computes what one whose hidden-to-hidden
+    weights are zero computes: the mask falls on the weights, not on the units' outputs."""
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(weight_drop=0.999999)).train()
+    cut = CharRNN(tiny_config())
+    cut.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for layer in cut.layers:
+            layer.weight_hh_l0.zero_()
+    ids = torch.randint(0, 29, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(model(ids)[0], cut(ids)[0], atol=1e-6)

@@ -43,11 +43,11 @@ def test_resuming_continues_the_run_exactly(tiny_corpus, tmp_path, segment_len):
     assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))
 
 
-def test_resuming_with_dropout_restores_the_random_state(tiny_corpus, tmp_path):
+def test_resuming_with_dropout_and_weight_drop_restores_the_random_state(tiny_corpus, tmp_path):
     from charrnn.training import ModelOptions
 
     jobs = [replace(tiny_job(tiny_corpus, tmp_path / name, steps=s, schedule=Schedule.CONSTANT),
-                    model=ModelOptions(hidden=16, embedding=8, dropout=0.3)) for name, s in (("a", 16), ("b", 8))]
+                    model=ModelOptions(hidden=16, embedding=8, dropout=0.3, weight_drop=0.3)) for name, s in (("a", 16), ("b", 8))]
     run(jobs[0])
     run(jobs[1])
     run(replace(jobs[1], train=replace(jobs[1].train, steps=16), resume=True, explicit=frozenset({"steps"})))

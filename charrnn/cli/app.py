@@ -70,6 +70,9 @@ def train(
     variational: Annotated[bool, typer.Option(
         "--variational-dropout/--no-variational-dropout",
         help="One dropout mask per stream for a whole window, shared across time steps (Gal & Ghahramani 2016).")] = False,
+    weight_drop: Annotated[float, typer.Option(
+        help="DropConnect probability on each layer's hidden-to-hidden weights, a new mask every step (Merity et "
+             "al. 2017's weight-dropped LSTM); the fused recurrent kernels stay.")] = 0.0,
     seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = TrainConfig.seq_len,
     batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = TrainConfig.batch_size,
     segment_len: Annotated[Optional[int], typer.Option(
