@@ -8,7 +8,8 @@ A file (or a built-in corpus's text) is cut at 90%: `charrnn train` gets the fir
 best.pt, is 5% of that), and `charrnn eval` scores the last 10%, which training never read. Arguments after
 `--` go to `charrnn train` as they are.
 Every result line carries the CPU's name and an fp32 GEMM figure measured in the same run, since a
-`--minutes` budget buys more steps on a faster day.
+`--minutes` budget buys more steps on a faster day, and the model the run trained (the plan picks the width
+from the budget: with --steps too). The work folder is kept, and named, for bench/dynamic.py.
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ def main() -> None:
     trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
     report = json.loads(charrnn("eval", str(held_out), "-c", str(run), "--json").stdout)
     state = torch.load(run / "latest.pt", weights_only=True)
+    model = state["model_config"]
     result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
               "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",
+              "model": f"{model['layers']}x{model['hidden']} {model['cell']}, dropout {model['dropout']:g}, "
+                       f"weight drop {model.get('weight_drop', 0):g}",
               "steps": state["step"], "held_out_bits_per_char": round(report["bits_per_char"], 4),
               "own_validation_bits_per_char": round(bits(min(v for _, v, _ in state["history"]["val"])), 4),
               "cpu": cpu_name(), "gemm_fp32_gflops": round((gemm_before + gemm_gflops()) / 2),
-              "date": time.strftime("%Y-%m-%d"), "summary": trained.stderr.strip().splitlines()[-1]}
+              "date": time.strftime("%Y-%m-%d"), "work": str(work),
+              "summary": trained.stderr.strip().splitlines()[-1]}
     print(json.dumps(result))
 
 

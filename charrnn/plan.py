@@ -1,4 +1,4 @@
-"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout, reading order, validation
+"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout and weight drop, reading order, validation
 cadence and (for a --minutes budget) the most passes a run gets for whatever the user did not set, from the
 corpus size, the budget and the device class alone.
 
@@ -20,16 +20,20 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.124 against 2x384's 2.086 at 10.5 passes. (Wider still won on the small texts, 2x256 at 5.2 per
   character on syntax.txt 2.532, but lost on tinyshakespeare at 3.66: not one limit. The whole file, 1.06M
   training characters, would give 2x512 3.29 per character: left out. bench/QUALITY.md, session 10.)
-- Dropout: none up to DROPOUT_FREE_EPOCHS planned passes (on tinyshakespeare, 0.2 at about 4 passes scored
-  2.380 against 2.357 without, and 0.1 at 2.6 passes 2.369 against 2.374); past that, it grows steeply with
-  the planned passes, DROPOUT_PER_DOUBLING per doubling up to MAX_DROPOUT, since a model that reads its text
-  many times learns it by heart. A slope of 0.1 was too shallow: on tinyshakespeare at 15 minutes (7.7
-  planned passes, 2x384) it gave 0.06, which scored 2.125 held-out, against 0.3's 2.077; at 60 minutes (31
-  passes) its 0.26 let validation turn up after about 9 passes, and the run scored 2.124. At 0.5 per doubling
-  the rule reaches MAX_DROPOUT by about 7.6 passes; less than MIN_DROPOUT is left out (at 5.5 passes, 0.07
-  ran 2,187 steps in 5 minutes against 2,480 without, and scored 2.114 against 2.097-2.101). A higher
-  ceiling lost on the small corpus (vim's syntax.txt, 42 passes): 0.5 scored 2.655 held-out against 0.3's
-  2.558 (0.1: 2.619).
+- Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
+  none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
+  held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
+  there, WEIGHT_DROP on each layer's recurrent weights (DropConnect, --weight-drop): the 15-minute plan on
+  tinyshakespeare (2x384, 7.75 passes, 3,276 steps) scored 1.994 with it alone, against 2.015 with dropout 0.3
+  (the earlier rule), 2.008 with dropout 0.2, 2.029 with dropout 0.3 and weight drop, 2.008 with 0.2 and
+  weight drop. Dropout of DROPOUT on the layer outputs joins it from DROPOUT_FROM_EPOCHS passes: at 10 passes
+  on two ~200 kB texts the two together beat dropout alone (vim's syntax.txt 2.445 and 2.406 against 2.464
+  and 2.449, two seeds; _pydecimal.py 2.455 against 2.464) and weight drop alone lost (2.456; 2.523). 9 lies
+  between the 7.75 passes where dropout on top lost and the 10 where it won; nothing was measured between.
+  Less or more of either lost where tried: weight drop 0.4 (2x384 at 5 passes: 2.041 against 0.2's 2.010),
+  0.3 on syntax.txt (2.454); dropout
+  0.2 with weight drop on syntax.txt (2.456); a dropout ceiling of 0.5 (2.655 against 0.3's 2.558, syntax.txt
+  at 42 passes, older defaults). bench/QUALITY.md, session 14.
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
@@ -38,7 +42,7 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   against 2.107.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
   passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
-  the clock. Past about 9 passes even MAX_DROPOUT over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
+  the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
   own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt scored 2.140 held-out
   against 2.077 for 15 minutes (7.6 passes, decayed to the end); fixed-step runs decayed over 10.5 and 15.8
   passes scored 2.086 and 2.109. Capped, the 60-minute run stopped after 19 minutes and scored 2.087.
@@ -64,14 +68,15 @@ NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 CHARS_PER_PARAMETER = 2.0
 PARAMETERS_PER_CHAR = 3.25
-DROPOUT_FREE_EPOCHS = 5.0
-DROPOUT_PER_DOUBLING = 0.5
-MAX_DROPOUT = 0.3
-MIN_DROPOUT = 0.1
+WEIGHT_DROP_FROM_EPOCHS = 5.75
+WEIGHT_DROP = 0.2
+DROPOUT_FROM_EPOCHS = 9.0
+DROPOUT = 0.3
 MAX_EPOCHS = 10.0
 SEGMENT_LEN = 4096
 VALIDATIONS_PER_RUN = 10
-PLANNED = ("hidden", "dropout", "segment_len", "eval_every", "epochs")  # what a plan may set; any explicit option wins
+# What a plan may set; any explicit option wins.
+PLANNED = ("hidden", "dropout", "weight_drop", "segment_len", "eval_every", "epochs")
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Budget:
 class Plan:
     hidden: int
     dropout: float
+    weight_drop: float
     segment_len: int  # 0: char-rnn's layout
     eval_every: int
     chars: float  # characters the run is planned to read (nominal throughput with --minutes)
@@ -96,6 +102,7 @@ class Plan:
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
         values = {"hidden": f"--hidden {self.hidden}", "dropout": f"--dropout {self.dropout:g}",
+                  "weight_drop": f"--weight-drop {self.weight_drop:g}",
                   "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}"}
         if self.max_epochs:  # planned only when the clock would read more
             values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
@@ -163,15 +170,11 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         hidden = max(fitting) if fitting else WIDTHS[0]
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
-    dropout = 0.0
-    if epochs > DROPOUT_FREE_EPOCHS:
-        dropout = min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(epochs / DROPOUT_FREE_EPOCHS))
+    weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
+    dropout = DROPOUT if epochs >= DROPOUT_FROM_EPOCHS else 0.0
     segment_len = SEGMENT_LEN if epochs < 1 else 0
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
-    # Below MIN_DROPOUT, dropout was never measured to help (bench/QUALITY.md): on tinyshakespeare, 0.07 at 5.5
-    # passes scored 2.114 in 5 minutes (2,187 steps) against 2.097-2.101 without (2,480 steps, other days).
-    dropout = round(dropout, 2) if dropout >= MIN_DROPOUT else 0.0
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None
-    return Plan(hidden=hidden, dropout=dropout, segment_len=segment_len, eval_every=eval_every, chars=chars,
-                epochs=epochs, max_epochs=max_epochs)
+    return Plan(hidden=hidden, dropout=dropout, weight_drop=weight_drop, segment_len=segment_len,
+                eval_every=eval_every, chars=chars, epochs=epochs, max_epochs=max_epochs)

@@ -20,11 +20,12 @@ def test_parameter_count_matches_the_model_it_describes(cell, skip):
         CharRNN(config).parameter_count()
 
 
-def test_a_longer_budget_never_picks_a_narrower_model_or_less_dropout():
+def test_a_longer_budget_never_picks_a_narrower_model_or_less_regularisation():
     chosen = [plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=m), flops=CPU, **SHAPE)
               for m in (1, 5, 15, 60, 240)]
     assert [p.hidden for p in chosen] == sorted(p.hidden for p in chosen)
     assert [p.dropout for p in chosen] == sorted(p.dropout for p in chosen)
+    assert [p.weight_drop for p in chosen] == sorted(p.weight_drop for p in chosen)
     assert chosen[0].hidden < chosen[-1].hidden
 
 
@@ -33,16 +34,27 @@ def test_a_small_corpus_read_many_times_gets_dropout_and_a_large_one_read_once_g
     large = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     assert small.epochs > 5 and small.dropout > 0
     assert large.epochs < 1 and large.dropout == 0
-    assert small.dropout <= plan.MAX_DROPOUT
+    assert small.dropout == plan.DROPOUT and small.weight_drop == plan.WEIGHT_DROP
 
 
-def test_dropout_is_strong_well_before_a_run_reads_its_text_ten_times():
-    # tinyshakespeare at 15 minutes (about 8 planned passes): 0.3 scored 2.077 held-out, 0.06 2.125 (bench/QUALITY.md)
-    just_past = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(epochs=plan.DROPOUT_FREE_EPOCHS * 1.05),
-                          flops=CPU, **SHAPE)
+def test_regularisation_grows_with_the_passes_a_run_plans():
+    # tinyshakespeare at 15 minutes (7.75 planned passes, 2x384): weight drop 0.2 alone scored 1.994 held-out,
+    # dropout 0.3 2.015 and both 2.029; at 10 passes on two 200 kB texts both beat dropout alone (bench/QUALITY.md)
+    def at(epochs: float) -> plan.Plan:
+        return plan.plan(corpus_chars=1_000_000, budget=plan.Budget(epochs=epochs), flops=CPU, **SHAPE)
+
+    five, eight, ten = at(5.2), at(8), at(10)
+    assert five.dropout == five.weight_drop == 0
+    assert eight.dropout == 0 and eight.weight_drop == plan.WEIGHT_DROP > 0
+    assert ten.dropout == plan.DROPOUT > 0 and ten.weight_drop == plan.WEIGHT_DROP
+
+
+def test_the_first_log_line_names_the_planned_weight_drop_unless_the_user_set_it():
     eight = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(epochs=8), flops=CPU, **SHAPE)
-    assert just_past.dropout == 0  # too little to pay for its masks
-    assert 0.3 <= eight.dropout <= plan.MAX_DROPOUT
+    assert f"--weight-drop {plan.WEIGHT_DROP:g}" in eight.describe(plan.PLANNED)
+    assert "--weight-drop" not in eight.describe(("hidden", "dropout"))
+    large = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
+    assert large.dropout == large.weight_drop == 0  # a text read about once is not learned by heart
 
 
 def test_a_clock_budget_stops_after_the_passes_that_help_and_an_explicit_one_does_not():
@@ -51,7 +63,7 @@ def test_a_clock_budget_stops_after_the_passes_that_help_and_an_explicit_one_doe
     assert long.max_epochs == long.epochs == plan.MAX_EPOCHS
     assert f"--epochs {plan.MAX_EPOCHS:g}" in long.describe(plan.PLANNED)
     assert "--epochs" not in long.describe(("hidden", "dropout"))
-    assert long.dropout == plan.MAX_DROPOUT and long.eval_every == round(
+    assert long.dropout == plan.DROPOUT and long.eval_every == round(
         plan.MAX_EPOCHS * 1_000_000 / SHAPE["batch_chars"] / plan.VALIDATIONS_PER_RUN / 50) * 50
     for budget in (plan.Budget(epochs=30), plan.Budget(steps=20_000), plan.Budget(minutes=60, steps=20_000)):
         told = plan.plan(corpus_chars=1_000_000, budget=budget, flops=CPU, **SHAPE)
@@ -101,13 +113,13 @@ def test_device_classes_plan_from_fixed_figures_by_capability_threads_and_proces
     assert plan.nominal_flops("cuda", threads=1) == plan.nominal_flops("cuda", threads=64)
 
 
-def test_a_native_bf16_cpu_plans_a_wider_model_with_dropout_for_a_small_corpus():
+def test_a_native_bf16_cpu_plans_a_wider_model_with_regularisation_for_a_small_corpus():
     # tinyshakespeare's training text for 5 minutes: the slower class reads it about 5 times, the faster about
     # 15 times, and an unregularised small model over-fits at that (bench/QUALITY.md, "Device classes")
     slow = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     fast = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5),
                      flops=plan.nominal_flops("cpu-bf16", threads=2), **SHAPE)
-    assert fast.hidden > slow.hidden and fast.dropout > slow.dropout
+    assert fast.hidden > slow.hidden and fast.weight_drop > slow.weight_drop
 
 
 def test_steps_and_epochs_budgets_count_characters_exactly():
@@ -128,15 +140,17 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
                          batch_chars=16)
     assert planned["model_config"]["hidden"] == expected.hidden
     assert planned["model_config"]["dropout"] == expected.dropout
+    assert planned["model_config"]["weight_drop"] == expected.weight_drop
     assert planned["train_config"]["segment_len"] == expected.segment_len == plan.SEGMENT_LEN  # 64 of ~1,800 chars
     assert planned["train_config"]["eval_every"] == expected.eval_every
     assert "planned for about" in lines[0] and f"--hidden {expected.hidden}" in lines[0]
     assert planned["plan"] in lines[0]
 
-    charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, hidden=24, dropout=0.3, eval_every=3,
-                  segment_len=0, out=tmp_path / "given")
+    charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, hidden=24, dropout=0.3, weight_drop=0.1,
+                  eval_every=3, segment_len=0, out=tmp_path / "given")
     given = torch.load(tmp_path / "given" / "latest.pt", weights_only=True)
     assert (given["model_config"]["hidden"], given["model_config"]["dropout"]) == (24, 0.3)
+    assert given["model_config"]["weight_drop"] == 0.1
     assert (given["train_config"]["eval_every"], given["train_config"]["segment_len"]) == (3, 0)
 
 

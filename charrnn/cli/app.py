@@ -64,15 +64,16 @@ def train(
         "--skip/--no-skip", help="Graves (2013) skip connections: the input feeds every layer, every layer feeds the output.")] = True,
     dropout: Annotated[Optional[float], typer.Option(
         help="Dropout probability on each layer's output (where it feeds the next layer and the output layer). "
-             "Default: planned: none up to about 5 passes over the text, more as the budget allows more passes.",
+             "Default: planned: 0.3 for a run planned to read its text 9 times or more, else none.",
         show_default=False)] = None,
     embedding_dropout: Annotated[float, typer.Option(help="Dropout probability on the embedded input characters.")] = 0.0,
     variational: Annotated[bool, typer.Option(
         "--variational-dropout/--no-variational-dropout",
         help="One dropout mask per stream for a whole window, shared across time steps (Gal & Ghahramani 2016).")] = False,
-    weight_drop: Annotated[float, typer.Option(
+    weight_drop: Annotated[Optional[float], typer.Option(
         help="DropConnect probability on each layer's hidden-to-hidden weights, a new mask every step (Merity et "
-             "al. 2017's weight-dropped LSTM); the fused recurrent kernels stay.")] = 0.0,
+             "al. 2017's weight-dropped LSTM); the fused recurrent kernels stay. Default: planned: 0.2 for a run "
+             "planned to read its text about 6 times or more, else none.", show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = TrainConfig.seq_len,
     batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = TrainConfig.batch_size,
     segment_len: Annotated[Optional[int], typer.Option(
