@@ -1,6 +1,6 @@
-"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout and weight drop, reading order, validation
-cadence and (for a --minutes budget) the most passes a run gets for whatever the user did not set, from the
-corpus size, the budget and the device class alone.
+"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout and weight drop, reading
+order, validation cadence and (for a --minutes budget) the most passes a run gets for whatever the user did
+not set, from the corpus size, the budget and the device class alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -31,9 +31,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   and 2.449, two seeds; _pydecimal.py 2.455 against 2.464) and weight drop alone lost (2.456; 2.523). 9 lies
   between the 7.75 passes where dropout on top lost and the 10 where it won; nothing was measured between.
   Less or more of either lost where tried: weight drop 0.4 (2x384 at 5 passes: 2.041 against 0.2's 2.010),
-  0.3 on syntax.txt (2.454); dropout
-  0.2 with weight drop on syntax.txt (2.456); a dropout ceiling of 0.5 (2.655 against 0.3's 2.558, syntax.txt
-  at 42 passes, older defaults). bench/QUALITY.md, session 14.
+  0.3 on syntax.txt (2.454); dropout 0.2 with weight drop on syntax.txt (2.456); a dropout ceiling of 0.5
+  (2.655 against 0.3's 2.558, syntax.txt at 42 passes, older defaults). At 10 passes on tinyshakespeare the
+  two together lost: the 60-minute plan scored 2.018 against dropout 0.3 alone's 1.998 (to do: passes alone
+  do not decide when dropout should join). bench/QUALITY.md, session 14.
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
