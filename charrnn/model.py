@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -78,7 +79,11 @@ class CharRNN(nn.Module):
         from torch.func import functional_call  # here: importing torch.func warns when numpy is absent
 
         dropped = {"weight_hh_l0": F.dropout(layer.weight_hh_l0, p)}
-        return functional_call(layer, dropped, (x, state))
+        with warnings.catch_warnings():
+            # cuDNN copies a weight that lies outside the layer's flat buffer, as it must for a fresh mask each step,
+            # and says so; the copy is one W_hh per layer per step, small beside the step's work.
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+            return functional_call(layer, dropped, (x, state))
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -166,3 +166,22 @@ def test_weight_drop_zeroes_whole_weights_not_activations():
     ids = torch.randint(0, 29, (2, 12))
     with torch.no_grad():
         assert torch.allclose(model(ids)[0], cut(ids)[0], atol=1e-6)
+
+
+def test_weight_drop_keeps_cudnns_copy_notice_off_the_users_stderr():
+    """On CUDA the dropped W_hh lies outside cuDNN's flat weight buffer, and torch warns that it copies it: with a
+    fresh mask each step that copy is the design, so the notice is not the user's business. Simulated here by a
+    layer that warns as cuDNN does; any other warning still gets through."""
+    import warnings
+
+    model = CharRNN(tiny_config(weight_drop=0.5)).train()
+    cudnn_notice = "RNN module weights are not part of single contiguous chunk of memory. This means ..."
+    for layer in model.layers:
+        layer.register_forward_pre_hook(lambda *_: warnings.warn(cudnn_notice, UserWarning, stacklevel=1))
+    ids = torch.randint(0, 29, (2, 12))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(ids)
+        model.layers[0].register_forward_pre_hook(lambda *_: warnings.warn("something else", UserWarning, stacklevel=1))
+        model(ids)
+    assert [str(w.message) for w in caught] == ["something else"]
