@@ -1,6 +1,6 @@
-"""Settings that fit the corpus and the budget: `plan()` picks the width, dropout and weight drop, reading
-order, validation cadence and (for a --minutes budget) the most passes a run gets for whatever the user did
-not set, from the corpus size, the budget and the device class alone.
+"""Settings that fit the corpus and the budget: `plan()` picks the width, weight drop, reading order,
+validation cadence and (for a --minutes budget) the most passes a run gets for whatever the user did not
+set, from the corpus size, the budget and the device class alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -23,18 +23,16 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
   held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
-  there, WEIGHT_DROP on each layer's recurrent weights (DropConnect, --weight-drop): the 15-minute plan on
-  tinyshakespeare (2x384, 7.75 passes, 3,276 steps) scored 1.994 with it alone, against 2.015 with dropout 0.3
-  (the earlier rule), 2.008 with dropout 0.2, 2.029 with dropout 0.3 and weight drop, 2.008 with 0.2 and
-  weight drop. Dropout of DROPOUT on the layer outputs joins it from DROPOUT_FROM_EPOCHS passes: at 10 passes
-  on two ~200 kB texts the two together beat dropout alone (vim's syntax.txt 2.445 and 2.406 against 2.464
-  and 2.449, two seeds; _pydecimal.py 2.455 against 2.464) and weight drop alone lost (2.456; 2.523). 9 lies
-  between the 7.75 passes where dropout on top lost and the 10 where it won; nothing was measured between.
-  Less or more of either lost where tried: weight drop 0.4 (2x384 at 5 passes: 2.041 against 0.2's 2.010),
-  0.3 on syntax.txt (2.454); dropout 0.2 with weight drop on syntax.txt (2.456); a dropout ceiling of 0.5
-  (2.655 against 0.3's 2.558, syntax.txt at 42 passes, older defaults). At 10 passes on tinyshakespeare the
-  two together lost: the 60-minute plan scored 2.018 against dropout 0.3 alone's 1.998 (to do: passes alone
-  do not decide when dropout should join). bench/QUALITY.md, session 14.
+  there, WEIGHT_DROP on each layer's recurrent weights (DropConnect, --weight-drop), and no dropout: on
+  tinyshakespeare (2x384) weight drop alone scored 1.994 and 1.989 (two seeds) at 7.75 passes, the 15-minute
+  plan, and 1.980 at 10, the 60-minute one, against 2.015 and 1.998 with dropout 0.3 alone (the earlier
+  rules), 2.029 and 2.018 with both, 2.008 and 1.987 with weight drop and dropout 0.2; at 10 passes on its
+  first 230k and 500k characters too (2.252 and 2.275 alone, 2.277 and 2.303 with dropout 0.3 on top). On two
+  ~200 kB texts of code and documentation dropout 0.3 on top gained at 10 passes, by less than their seeds
+  vary (vim's syntax.txt 2.445 and 2.406 against 2.456 and 2.436 for two seeds; _pydecimal.py 2.455 and
+  2.517 against 2.523 and 2.486), and not on its own validation (syntax.txt 1.980 against 1.940): left out.
+  Less or more lost where tried: weight drop 0.4 (2x384 at 5 passes: 2.041 against 0.2's 2.010), 0.3 with
+  dropout on syntax.txt (2.454). bench/QUALITY.md, sessions 14 and 15.
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
@@ -71,13 +69,11 @@ CHARS_PER_PARAMETER = 2.0
 PARAMETERS_PER_CHAR = 3.25
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
-DROPOUT_FROM_EPOCHS = 9.0
-DROPOUT = 0.3
 MAX_EPOCHS = 10.0
 SEGMENT_LEN = 4096
 VALIDATIONS_PER_RUN = 10
 # What a plan may set; any explicit option wins.
-PLANNED = ("hidden", "dropout", "weight_drop", "segment_len", "eval_every", "epochs")
+PLANNED = ("hidden", "weight_drop", "segment_len", "eval_every", "epochs")
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,6 @@ class Budget:
 @dataclass(frozen=True)
 class Plan:
     hidden: int
-    dropout: float
     weight_drop: float
     segment_len: int  # 0: char-rnn's layout
     eval_every: int
@@ -102,8 +97,7 @@ class Plan:
 
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
-        values = {"hidden": f"--hidden {self.hidden}", "dropout": f"--dropout {self.dropout:g}",
-                  "weight_drop": f"--weight-drop {self.weight_drop:g}",
+        values = {"hidden": f"--hidden {self.hidden}", "weight_drop": f"--weight-drop {self.weight_drop:g}",
                   "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}"}
         if self.max_epochs:  # planned only when the clock would read more
             values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
@@ -172,10 +166,9 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
-    dropout = DROPOUT if epochs >= DROPOUT_FROM_EPOCHS else 0.0
     segment_len = SEGMENT_LEN if epochs < 1 else 0
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None
-    return Plan(hidden=hidden, dropout=dropout, weight_drop=weight_drop, segment_len=segment_len,
+    return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len,
                 eval_every=eval_every, chars=chars, epochs=epochs, max_epochs=max_epochs)
