@@ -27,10 +27,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   tinyshakespeare (2x384) weight drop alone scored 1.994 and 1.989 (two seeds) at 7.75 passes, the 15-minute
   plan, and 1.980 at 10, the 60-minute one, against 2.015 and 1.998 with dropout 0.3 alone (the earlier
   rules), 2.029 and 2.018 with both, 2.008 and 1.987 with weight drop and dropout 0.2; at 10 passes on its
-  first 230k and 500k characters too (2.252 and 2.275 alone, 2.277 and 2.303 with dropout 0.3 on top). On two
-  ~200 kB texts of code and documentation dropout 0.3 on top gained at 10 passes, by less than their seeds
-  vary (vim's syntax.txt 2.445 and 2.406 against 2.456 and 2.436 for two seeds; _pydecimal.py 2.455 and
-  2.517 against 2.523 and 2.486), and not on its own validation (syntax.txt 1.980 against 1.940): left out.
+  first 230k and 500k characters too (2.252 and 2.275 alone, 2.277 and 2.303 with dropout 0.3 on top). On code
+  and documentation dropout 0.3 on top gained at 10 passes (vim's syntax.txt by 0.011, 0.030 and 0.030 on
+  three seeds; _pydecimal.py +0.068 and -0.031), but not on their own validation (syntax.txt 1.980 against
+  1.940): the plan cannot tell the kind of text, so it takes what wins on prose (--help suggests 0.3 for code).
   Less or more lost where tried: weight drop 0.4 (2x384 at 5 passes: 2.041 against 0.2's 2.010), 0.3 with
   dropout on syntax.txt (2.454). bench/QUALITY.md, sessions 14 and 15.
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
