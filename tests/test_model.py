@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -172,8 +174,6 @@ def test_weight_drop_keeps_cudnns_copy_notice_off_the_users_stderr():
     """On CUDA the dropped W_hh lies outside cuDNN's flat weight buffer, and torch warns that it copies it: with a
     fresh mask each step that copy is the design, so the notice is not the user's business. Simulated here by a
     layer that warns as cuDNN does; any other warning still gets through."""
-    import warnings
-
     model = CharRNN(tiny_config(weight_drop=0.5)).train()
     cudnn_notice = "RNN module weights are not part of single contiguous chunk of memory. This means ..."
     for layer in model.layers:
