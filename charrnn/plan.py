@@ -27,12 +27,16 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   tinyshakespeare (2x384) weight drop alone scored 1.994 and 1.989 (two seeds) at 7.75 passes, the 15-minute
   plan, and 1.980 at 10, the 60-minute one, against 2.015 and 1.998 with dropout 0.3 alone (the earlier
   rules), 2.029 and 2.018 with both, 2.008 and 1.987 with weight drop and dropout 0.2; at 10 passes on its
-  first 230k and 500k characters too (2.252 and 2.275 alone, 2.277 and 2.303 with dropout 0.3 on top). On code
-  and documentation dropout 0.3 on top gained at 10 passes (vim's syntax.txt by 0.011, 0.030 and 0.030 on
-  three seeds; _pydecimal.py +0.068 and -0.031), but not on their own validation (syntax.txt 1.980 against
-  1.940): the plan cannot tell the kind of text, so it takes what wins on prose (--help suggests 0.3 for code).
-  Less or more lost where tried: weight drop 0.4 (2x384 at 5 passes: 2.041 against 0.2's 2.010), 0.3 with
-  dropout on syntax.txt (2.454). bench/QUALITY.md, sessions 14 and 15.
+  first 230k and 500k characters too (2.252 and 2.275 alone, 2.277 and 2.303 with dropout 0.3 on top). On eleven
+  texts at 10 passes (prose, licences, manuals, Markdown, Python, C++) weight drop alone scored better on every
+  run's own validation, text like the training text; dropout 0.3 on top scored better only on held-out text
+  unlike it, by more the more unlike (a C++ slice whose held-out files score 3.5 times its own validation:
+  0.21; Node's fs.md, 3.7 times: 0.04; vim's syntax.txt, 1.26 times: 0.024), and lost where the held-out text
+  resembles the rest (a user manual by 0.059, licences 0.022, tkinter's source 0.015). Neither the kind of
+  text nor its indentation or punctuation tells the two apart; only the text the model will meet does, which
+  a plan cannot see (--help says when to add 0.3). Less or more lost where tried: weight drop 0.4 (2x384 at
+  5 passes: 2.041 against 0.2's 2.010), 0.3 with dropout on syntax.txt (2.454). bench/QUALITY.md, sessions
+  14 to 16.
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
   SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938

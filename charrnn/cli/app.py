@@ -64,8 +64,9 @@ def train(
         "--skip/--no-skip", help="Graves (2013) skip connections: the input feeds every layer, every layer feeds the output.")] = True,
     dropout: Annotated[float, typer.Option(
         help="Dropout probability on each layer's output (where it feeds the next layer and the output layer). "
-             "The plan regularises with --weight-drop instead, which did better on prose; on source code and "
-             "documentation 0.3 on top of it did better (bench/QUALITY.md).")] = 0.0,
+             "The plan regularises with --weight-drop instead, which always did better on text like the training "
+             "text; if the model will meet text unlike it (other files, other authors), 0.3 on top did better "
+             "there (bench/QUALITY.md).")] = 0.0,
     embedding_dropout: Annotated[float, typer.Option(help="Dropout probability on the embedded input characters.")] = 0.0,
     variational: Annotated[bool, typer.Option(
         "--variational-dropout/--no-variational-dropout",
