@@ -30,7 +30,7 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   first 230k and 500k characters too (2.252 and 2.275 alone, 2.277 and 2.303 with dropout 0.3 on top). On eleven
   texts at 10 passes (prose, licences, manuals, Markdown, Python, C++) weight drop alone scored better on every
   run's own validation, text like the training text; dropout 0.3 on top scored better only on held-out text
-  unlike it, by more the more unlike (a C++ slice whose held-out files score 3.5 times its own validation:
+  unlike it, most where it was far from it (a C++ slice whose held-out files score 3.5 times its own validation:
   0.21; Node's fs.md, 3.7 times: 0.04; vim's syntax.txt, 1.26 times: 0.024), and lost where the held-out text
   resembles the rest (a user manual by 0.059, licences 0.022, tkinter's source 0.015). Neither the kind of
   text nor its indentation or punctuation tells the two apart; only the text the model will meet does, which
