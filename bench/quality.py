@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,19 @@ from charrnn import corpora  # noqa: E402
 from charrnn.config import bits  # noqa: E402
 
 
-def charrnn(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True)
+def charrnn(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True,
+                          env=None if env is None else {**os.environ, **env})
+
+
+def threads_option(train_options: list[str]) -> str | None:
+    """The value of --threads among train's options, if given (`--threads 1` or `--threads=1`)."""
+    for n, option in enumerate(train_options):
+        if option == "--threads" and n + 1 < len(train_options):
+            return train_options[n + 1]
+        if option.startswith("--threads="):
+            return option.split("=", 1)[1]
+    return None
 
 
 def main() -> None:
@@ -57,7 +69,11 @@ def main() -> None:
     run = work / "run"
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
     trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
-    report = json.loads(charrnn("eval", str(held_out), "-c", str(run), "--json").stdout)
+    # charrnn eval has no --threads: torch reads OMP_NUM_THREADS. Two runs side by side at one thread each would
+    # otherwise score with two threads each on two cores, which made the scoring several times slower.
+    threads = threads_option(train_options)
+    report = json.loads(charrnn("eval", str(held_out), "-c", str(run), "--json",
+                                env={"OMP_NUM_THREADS": threads} if threads else None).stdout)
     state = torch.load(run / "latest.pt", weights_only=True)
     model = state["model_config"]
     result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
