@@ -38,11 +38,14 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   5 passes: 2.041 against 0.2's 2.010), 0.3 with dropout on syntax.txt (2.454). bench/QUALITY.md, sessions
   14 to 16.
 - Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
-  SEGMENT_LEN characters (data.StreamBatches), so what it reads samples the whole text instead of the start
-  of each stream's slice: on `cpp` (0.34 passes in 5 minutes' steps) that took the held-out score from 1.938
-  to 1.886 and 1.892 (two seeds), on `python` from 1.857 to 1.843. A run of several passes reads everything
-  anyway, and keeps char-rnn's layout: on tinyshakespeare (5.5 passes) shuffled segments scored 2.120
-  against 2.107.
+  SEGMENT_WINDOWS windows (data.StreamBatches), so what it reads samples the whole text instead of the start
+  of each stream's slice, and each step's batch draws from places all over it. On `cpp` (0.34 passes in 5
+  minutes' steps, 2x256) segments of 4,096 characters took the held-out score from 1.938 (char-rnn's layout)
+  to 1.886 at older defaults; at today's, shorter ones gained more: 4,096 1.835, 2,048 1.811, 1,024 1.776,
+  512 1.772, 256 1.767, 128 (two windows) 1.756, and one window (64, no state carried from window to
+  window) 1.770. A run of several passes reads everything anyway, and keeps char-rnn's layout: on
+  tinyshakespeare (5.3 passes) segments of 256 scored 2.042 against 2.032 (4,096: 2.120 against 2.107 at
+  older defaults).
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
   passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
   the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
@@ -74,7 +77,7 @@ PARAMETERS_PER_CHAR = 3.25
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
-SEGMENT_LEN = 4096
+SEGMENT_WINDOWS = 2  # a planned segment is this many --seq-len windows: 128 characters at the default 64
 VALIDATIONS_PER_RUN = 10
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "eval_every", "epochs")
@@ -139,12 +142,12 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
 
 
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
-         skip: bool, cell: Cell, batch_chars: int, hidden: int | None = None) -> Plan:
+         skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None) -> Plan:
     """The settings for a run on `corpus_chars` characters of training text within `budget`.
 
     `flops` (`nominal_flops`, all processes) turns minutes into characters; `batch_chars` (batch size x sequence
-    length, all processes) turns steps into characters; `hidden`, when the user chose it, is kept and only the
-    rest is planned around it.
+    length, all processes) turns steps into characters; `seq_len` (one window) sizes the planned segments;
+    `hidden`, when the user chose it, is kept and only the rest is planned around it.
     """
 
     def count(width: int) -> int:
@@ -170,7 +173,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
-    segment_len = SEGMENT_LEN if epochs < 1 else 0
+    segment_len = SEGMENT_WINDOWS * seq_len if epochs < 1 else 0
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None

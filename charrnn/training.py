@@ -386,6 +386,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),
                         vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
                         skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,
+                        seq_len=config.seq_len,
                         hidden=None if "hidden" in chosen else options.hidden)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop") if name in chosen})
     config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "eval_every") if name in chosen})

@@ -9,7 +9,7 @@ from charrnn.config import Cell, ModelConfig
 from charrnn.model import CharRNN
 
 CPU = plan.nominal_flops("cpu", threads=2)
-SHAPE = {"vocab_size": 65, "layers": 2, "embedding": 65, "skip": True, "cell": Cell.LSTM, "batch_chars": 32 * 64}
+SHAPE = {"vocab_size": 65, "layers": 2, "embedding": 65, "skip": True, "cell": Cell.LSTM, "batch_chars": 32 * 64, "seq_len": 64}
 
 
 @pytest.mark.parametrize("cell", list(Cell))
@@ -72,14 +72,14 @@ def test_a_clock_budget_stops_after_the_passes_that_help_and_an_explicit_one_doe
 def test_a_run_that_reads_part_of_its_text_shuffles_segments_and_one_that_reads_it_all_keeps_char_rnn_s_order():
     part = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     whole = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
-    assert part.epochs < 1 and part.segment_len == plan.SEGMENT_LEN
+    assert part.epochs < 1 and part.segment_len == plan.SEGMENT_WINDOWS * 64
     assert whole.epochs > 1 and whole.segment_len == 0
-    assert "--segment-len 4096" in part.describe(plan.PLANNED) and "--segment-len" not in part.describe(("hidden",))
+    assert "--segment-len 128" in part.describe(plan.PLANNED) and "--segment-len" not in part.describe(("hidden",))
 
 
 def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():
     tiny = plan.plan(corpus_chars=20_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
-    params = plan.parameters(hidden=tiny.hidden, **{k: v for k, v in SHAPE.items() if k != "batch_chars"})
+    params = plan.parameters(hidden=tiny.hidden, **{k: v for k, v in SHAPE.items() if k not in ("batch_chars", "seq_len")})
     assert params <= plan.PARAMETERS_PER_CHAR * 20_000 or tiny.hidden == plan.WIDTHS[0]
 
 
@@ -134,11 +134,11 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
     text_chars = len(tiny_corpus.read_text())
     expected = plan.plan(corpus_chars=text_chars - int(text_chars * 0.05), budget=plan.Budget(steps=4),
                          flops=CPU, vocab_size=29, layers=2, embedding=29, skip=True, cell=Cell.LSTM,
-                         batch_chars=16)
+                         batch_chars=16, seq_len=8)
     assert planned["model_config"]["hidden"] == expected.hidden
     assert planned["model_config"]["dropout"] == 0  # the plan regularises with weight drop
     assert planned["model_config"]["weight_drop"] == expected.weight_drop
-    assert planned["train_config"]["segment_len"] == expected.segment_len == plan.SEGMENT_LEN  # 64 of ~1,800 chars
+    assert planned["train_config"]["segment_len"] == expected.segment_len == plan.SEGMENT_WINDOWS * 8  # 64 of ~1,800 chars
     assert planned["train_config"]["eval_every"] == expected.eval_every
     assert "planned for about" in lines[0] and f"--hidden {expected.hidden}" in lines[0]
     assert planned["plan"] in lines[0]
