@@ -74,7 +74,7 @@ def test_a_run_that_reads_part_of_its_text_shuffles_segments_and_one_that_reads_
     whole = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
     assert part.epochs < 1 and part.segment_len == plan.SEGMENT_WINDOWS * 64
     assert whole.epochs > 1 and whole.segment_len == 0
-    assert "--segment-len 128" in part.describe(plan.PLANNED) and "--segment-len" not in part.describe(("hidden",))
+    assert "--segment-len 256" in part.describe(plan.PLANNED) and "--segment-len" not in part.describe(("hidden",))
 
 
 def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():

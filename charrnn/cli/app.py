@@ -81,7 +81,7 @@ def train(
         help="Characters a stream reads in order (its state carried) before it moves to another part of the text; "
              "each pass reads these segments in a new order drawn from --random-seed, so a run that reads part of "
              "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
-             "to end. Default: planned: two windows (128 at --seq-len 64) for a run that reads less than one pass of "
+             "to end. Default: planned: four windows (256 at --seq-len 64) for a run that reads less than one pass of "
              "its text, else 0.",
         show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = TrainConfig.lr,
