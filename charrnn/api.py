@@ -48,7 +48,7 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     embedding, skip, dropout, embedding_dropout, variational, weight_drop (model); seq_len, batch_size,
     segment_len, lr, schedule, warmup_steps, grad_clip, weight_decay, steps, epochs, minutes, val_fraction,
     eval_every, random_seed, precision (training); out, resume, force, device, threads, encoding. hidden,
-    weight_drop, segment_len and eval_every that are not given are planned from the corpus size and the budget
+    weight_drop, segment_len, lr and eval_every that are not given are planned from the corpus size and the budget
     (charrnn.plan). `on_progress` receives a `Progress` after every step; `log` receives log lines.
     With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
     """

@@ -1,6 +1,6 @@
-"""Settings that fit the corpus and the budget: `plan()` picks the width, weight drop, reading order,
-validation cadence and (for a --minutes budget) the most passes a run gets for whatever the user did not
-set, from the corpus size, the budget and the device class alone.
+"""Settings that fit the corpus and the budget: `plan()` picks the width, weight drop, reading order, peak
+learning rate, validation cadence and (for a --minutes budget) the most passes a run gets for whatever the
+user did not set, from the corpus size, the budget and the device class alone.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -20,6 +20,13 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.124 against 2x384's 2.086 at 10.5 passes. (Wider still won on the small texts, 2x256 at 5.2 per
   character on syntax.txt 2.532, but lost on tinyshakespeare at 3.66: not one limit. The whole file, 1.06M
   training characters, would give 2x512 3.29 per character: left out. bench/QUALITY.md, session 10.)
+  A --minutes budget on a text it reads less than once must also leave the run MIN_UPDATES steps (at the
+  nominal throughput): such a run learns from its updates, never from reading text again, and a narrower
+  model gets more of them in the same time. On `cpp` at the time 5 minutes give 2x256 here (one thread, equal
+  wall time, shuffled segments): 2x192 (3,785 steps) 1.727 against 2x256 (2,175) 1.742 at lr 1.5e-2, and
+  1.739 against 1.767, with 2x320 (1,500) at 1.782, at 1.1e-2. 2x256 at 5 minutes plans 2,323 steps, which
+  lost; the 15-minute `cpp` plan, 2x384 at 3,388, is kept (never compared with 2x256 in the same reading
+  order). Passing --steps or --epochs fixes the steps for every width, so only the clock is held to it.
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
   held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
@@ -48,6 +55,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   and lie next to the edge at one. A run of several passes reads everything anyway, and keeps char-rnn's
   layout: on tinyshakespeare (5.3 passes) segments of 256 scored 2.042 against 2.032 (4,096: 2.120 against
   2.107 at older defaults).
+- Learning rate: a run in shuffled segments takes a higher peak, SHUFFLED_LR, than TrainConfig.lr (tuned on
+  runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on tinyshakespeare). With segments of 256,
+  2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps) 1.767, 1.742, 1.739, a second seed
+  1.758, 1.757; `python` (1,788) 1.715, 1.709, 1.703. The lower end of that plateau.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
   passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
   the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
@@ -62,7 +73,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from charrnn.config import Cell
+from charrnn.config import Cell, TrainConfig
 
 # Training throughput, counted as 6 x parameters FLOP per character (forward and backward).
 # CPU, per thread (bench/QUALITY.md, "Device classes"): with 2 threads, an AVX2-only AMD EPYC (Zen 3) measured
@@ -75,14 +86,16 @@ MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 CHARS_PER_PARAMETER = 2.0
+MIN_UPDATES = 3000  # the steps a clock budget must leave a run that reads part of its text
 PARAMETERS_PER_CHAR = 3.25
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
+SHUFFLED_LR = 1.5e-2  # the peak for a run planned in shuffled segments
 VALIDATIONS_PER_RUN = 10
 # What a plan may set; any explicit option wins.
-PLANNED = ("hidden", "weight_drop", "segment_len", "eval_every", "epochs")
+PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs")
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,7 @@ class Plan:
     hidden: int
     weight_drop: float
     segment_len: int  # 0: char-rnn's layout
+    lr: float
     eval_every: int
     chars: float  # characters the run is planned to read (nominal throughput with --minutes)
     epochs: float  # passes over the training text that makes
@@ -107,7 +121,8 @@ class Plan:
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
         values = {"hidden": f"--hidden {self.hidden}", "weight_drop": f"--weight-drop {self.weight_drop:g}",
-                  "segment_len": f"--segment-len {self.segment_len}", "eval_every": f"--eval-every {self.eval_every}"}
+                  "segment_len": f"--segment-len {self.segment_len}", "lr": f"--lr {self.lr:g}",
+                  "eval_every": f"--eval-every {self.eval_every}"}
         if self.max_epochs:  # planned only when the clock would read more
             values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
         picked = ", ".join(values[name] for name in PLANNED if name in chosen and name in values)
@@ -168,16 +183,21 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
             limits.append(budget.minutes * 60 * flops / (6 * count(width)))
         return min(limits) if limits else math.inf
 
+    def enough_updates(width: int) -> bool:
+        # --steps and --epochs fix the steps whatever the width; the clock gives a narrower model more of them
+        return not capped or chars_read(width) >= min(corpus_chars, MIN_UPDATES * batch_chars)
+
     if hidden is None:
-        fitting = [w for w in WIDTHS
-                   if chars_read(w) >= CHARS_PER_PARAMETER * count(w) and count(w) <= PARAMETERS_PER_CHAR * corpus_chars]
+        fitting = [w for w in WIDTHS if chars_read(w) >= CHARS_PER_PARAMETER * count(w)
+                   and count(w) <= PARAMETERS_PER_CHAR * corpus_chars and enough_updates(w)]
         hidden = max(fitting) if fitting else WIDTHS[0]
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
     segment_len = SEGMENT_WINDOWS * seq_len if epochs < 1 else 0
+    lr = SHUFFLED_LR if segment_len else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None
-    return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len,
+    return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
                 eval_every=eval_every, chars=chars, epochs=epochs, max_epochs=max_epochs)

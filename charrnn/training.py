@@ -389,7 +389,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         seq_len=config.seq_len,
                         hidden=None if "hidden" in chosen else options.hidden)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop") if name in chosen})
-    config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "eval_every") if name in chosen})
+    config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "lr", "eval_every") if name in chosen})
     if "epochs" in chosen and planned.max_epochs:  # a clock budget longer than the text can use
         config = replace(config, epochs=planned.max_epochs)
     note = planned.describe(chosen)

@@ -5,7 +5,7 @@ import torch
 
 import charrnn
 from charrnn import plan
-from charrnn.config import Cell, ModelConfig
+from charrnn.config import Cell, ModelConfig, TrainConfig
 from charrnn.model import CharRNN
 
 CPU = plan.nominal_flops("cpu", threads=2)
@@ -77,6 +77,27 @@ def test_a_run_that_reads_part_of_its_text_shuffles_segments_and_one_that_reads_
     assert "--segment-len 256" in part.describe(plan.PLANNED) and "--segment-len" not in part.describe(("hidden",))
 
 
+def test_a_run_in_shuffled_segments_takes_the_higher_peak_learning_rate():
+    part = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
+    whole = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
+    assert part.lr == plan.SHUFFLED_LR > whole.lr == TrainConfig.lr
+    assert f"--lr {plan.SHUFFLED_LR:g}" in part.describe(plan.PLANNED) and "--lr" not in part.describe(("hidden",))
+
+
+def test_a_clock_budget_leaves_a_run_that_reads_part_of_its_text_enough_updates():
+    # bench/QUALITY.md, session 18: on `cpp` at 5 minutes' time 2x192 (3,785 steps) beat 2x256 (2,175) and 2x320
+    large = {**SHAPE, "vocab_size": 96, "embedding": 96}
+    five = plan.plan(corpus_chars=14_000_000, budget=plan.Budget(minutes=5), flops=CPU, **large)
+    assert five.epochs < 1 and five.chars / SHAPE["batch_chars"] >= plan.MIN_UPDATES
+    wider = plan.plan(corpus_chars=14_000_000, budget=plan.Budget(minutes=5), flops=CPU, hidden=256, **large)
+    assert wider.chars / SHAPE["batch_chars"] < plan.MIN_UPDATES and five.hidden < 256
+    # a --steps budget gives every width the same steps, so the width comes from characters per parameter alone
+    steps = plan.plan(corpus_chars=14_000_000, budget=plan.Budget(steps=2175), flops=CPU, **large)
+    assert steps.hidden > five.hidden
+    # a text read once or more is not held to it: tinyshakespeare's 5-minute plan stays 2x256
+    assert plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE).hidden == 256
+
+
 def test_a_small_corpus_gets_no_more_parameters_than_it_can_support():
     tiny = plan.plan(corpus_chars=20_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
     params = plan.parameters(hidden=tiny.hidden, **{k: v for k, v in SHAPE.items() if k not in ("batch_chars", "seq_len")})
@@ -140,15 +161,17 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
     assert planned["model_config"]["weight_drop"] == expected.weight_drop
     assert planned["train_config"]["segment_len"] == expected.segment_len == plan.SEGMENT_WINDOWS * 8  # 64 of ~1,800 chars
     assert planned["train_config"]["eval_every"] == expected.eval_every
+    assert planned["train_config"]["lr"] == expected.lr == plan.SHUFFLED_LR
     assert "planned for about" in lines[0] and f"--hidden {expected.hidden}" in lines[0]
     assert planned["plan"] in lines[0]
 
     charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, hidden=24, dropout=0.3, weight_drop=0.1,
-                  eval_every=3, segment_len=0, out=tmp_path / "given")
+                  eval_every=3, segment_len=0, lr=2e-3, out=tmp_path / "given")
     given = torch.load(tmp_path / "given" / "latest.pt", weights_only=True)
     assert (given["model_config"]["hidden"], given["model_config"]["dropout"]) == (24, 0.3)
     assert given["model_config"]["weight_drop"] == 0.1
     assert (given["train_config"]["eval_every"], given["train_config"]["segment_len"]) == (3, 0)
+    assert given["train_config"]["lr"] == 2e-3
 
 
 def test_a_clock_budget_on_a_small_text_ends_after_the_planned_passes(tiny_corpus, tmp_path):

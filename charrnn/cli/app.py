@@ -84,7 +84,9 @@ def train(
              "to end. Default: planned: four windows (256 at --seq-len 64) for a run that reads less than one pass of "
              "its text, else 0.",
         show_default=False)] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = TrainConfig.lr,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Peak learning rate (AdamW). Default: planned: 0.015 for a run that reads less than one pass of its "
+             "text (in shuffled segments), else 0.011.", show_default=False)] = None,
     schedule: Annotated[Schedule, typer.Option(
         help="Learning-rate schedule after warm-up: cosine decays to zero over the budget; constant keeps it.")] = Schedule.COSINE,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = TrainConfig.warmup_steps,
