@@ -24,8 +24,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   nominal throughput): such a run learns from its updates, never from reading text again, and a narrower
   model gets more of them in the same time. On `cpp` at the time 5 minutes give 2x256 here (one thread, equal
   wall time, shuffled segments): 2x192 (3,785 steps) 1.727 against 2x256 (2,175) 1.742 at lr 1.5e-2, and
-  1.739 against 1.767, with 2x320 (1,500) at 1.782, at 1.1e-2; on `python` 2x192 (2,825) 1.684 against
-  2x256 (1,788) 1.709. The limit lies between the planned steps of the width that lost (2x256 on `cpp`: 2,234)
+  1.739 against 1.767, with 2x320 (1,500) at 1.782, at 1.1e-2 (a second seed at 1.5e-2: 1.740 against
+  1.757); on `python` 2x192 (2,825) 1.684 against 2x256 (1,788) 1.709. Narrower again lost: 2x128 (6,500
+  steps) 1.775, so a limit that picked it (about 3,700 steps or more) would be too high. The limit lies between the planned steps of the width that lost (2x256 on `cpp`: 2,234)
   and of the one that won with the fewest (2x192 on `python`, whose 222 characters make it larger: 2,650).
   The 15-minute `cpp` plan, 2x384 at 3,296 steps, is kept (it was never compared with 2x256 in the same
   reading order). Passing --steps or --epochs fixes the steps for every width, so only the clock is held to it.
