@@ -26,10 +26,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   wall time, shuffled segments): 2x192 (3,785 steps) 1.727 against 2x256 (2,175) 1.742 at lr 1.5e-2, and
   1.739 against 1.767, with 2x320 (1,500) at 1.782, at 1.1e-2 (a second seed at 1.5e-2: 1.740 against
   1.757); on `python` 2x192 (2,825) 1.684 against 2x256 (1,788) 1.709. Narrower again lost: 2x128 (6,500
-  steps) 1.775, so a limit that picked it (about 3,700 steps or more) would be too high. The limit lies between the planned steps of the width that lost (2x256 on `cpp`: 2,234)
-  and of the one that won with the fewest (2x192 on `python`, whose 222 characters make it larger: 2,650).
-  The 15-minute `cpp` plan, 2x384 at 3,296 steps, is kept (it was never compared with 2x256 in the same
-  reading order). Passing --steps or --epochs fixes the steps for every width, so only the clock is held to it.
+  steps) 1.775, so a limit that picked it (about 3,700 steps or more) would be too high. The limit lies
+  between the planned steps of the width that lost (2x256 on `cpp`: 2,234) and of the one that won with the
+  fewest (2x192 on `python`, whose 222 characters make it larger: 2,650). The 15-minute `cpp` plan, 2x384 at
+  3,296 steps, is kept (it was never compared with 2x256 in the same reading order). Passing --steps or
+  --epochs fixes the steps for every width, so only the clock is held to it.
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
   held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
