@@ -9,7 +9,8 @@ One training step (forward, backward, and charrnn train's fused AdamW update) of
 unless the shape names its cell) on batch 32 x 64 characters (or the shape's own) with a 65-character alphabet
 (tinyshakespeare's), in fp32. The shapes take turns, so a passing load slows them alike; it prints each one's
 milliseconds per step, its steps per step of the first shape and its characters per second against the first's.
-Use it to compare shapes at equal time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
+Use it to compare shapes at equal time with fixed-step runs of bench/quality.py (whose results do not depend on
+the machine's speed).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> None:
         chars = steps * s.batch * s.seq_len / (first.batch * first.seq_len)
         print(f"{s}: {model.parameter_count():,} parameters, {seconds * 1000:.1f} ms/step, "
               f"{steps:.2f} steps per {first} step ({chars:.2f} times its characters per second)")
+
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,12 @@ def test_every_command_has_help_that_names_its_defaults(runner, command):
             assert option in result.stdout, option
         assert "default: 64" in result.stdout  # --seq-len
         assert "Default: planned from the corpus size and the budget" in " ".join(result.stdout.split())  # --hidden
+        # the CLI may not import charrnn.plan (tests/test_architecture.py), so --lr's help states its values itself
+        from charrnn import plan
+        from charrnn.config import TrainConfig
+
+        lr_help = " ".join(result.stdout.split())
+        assert f"planned: {plan.SHUFFLED_LR:g} for a run" in lr_help and f"else {TrainConfig.lr:g}." in lr_help
 
 
 def test_train_end_to_end_writes_checkpoints_that_load_with_weights_only(runner, tiny_corpus):
