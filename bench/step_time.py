@@ -4,13 +4,14 @@
     python bench/step_time.py 2x256 3x192 --threads 2  # any LAYERSxHIDDEN shapes
     python bench/step_time.py 2x256 2x256b64           # ...and batch sizes (LAYERSxHIDDENbBATCH)
     python bench/step_time.py 2x256 2x256b64s32 gru2x256  # ...window lengths (sSEQ) and cells (gru, rnn)
+    python bench/step_time.py 2x256 2x384 --bf16       # in bf16, as train runs where the CPU has it natively
 
 One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model (an LSTM
 unless the shape names its cell) on batch 32 x 64 characters (or the shape's own) with a 65-character alphabet
-(tinyshakespeare's), in fp32. The shapes take turns, so a passing load slows them alike; it prints each one's
-milliseconds per step, its steps per step of the first shape and its characters per second against the first's.
-Use it to compare shapes at equal time with fixed-step runs of bench/quality.py (whose results do not depend on
-the machine's speed).
+(tinyshakespeare's), in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16.
+The shapes take turns, so a passing load slows them alike; it prints each one's milliseconds per step, its steps
+per step of the first shape and its characters per second against the first's. Use it to compare shapes at equal
+time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
 
 from charrnn.config import Cell, ModelConfig, TrainConfig  # noqa: E402
+from charrnn.devices import autocast  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.training import _adam  # noqa: E402  (the optimiser exactly as charrnn train builds it)
 
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=6, help="turns per shape (the median of them is kept)")
     parser.add_argument("--steps", type=int, default=10, help="steps per turn")
+    parser.add_argument("--bf16", action="store_true", help="under bf16 autocast (needs a CPU that runs it)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,14 +82,16 @@ def main() -> None:
         for model, optimizer, (x, y), kept in zip(models, optimizers, batches, times):
             start = time.perf_counter()
             for _ in range(args.steps):
-                logits, _ = model(x)
-                loss = F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+                with autocast(torch.device("cpu"), args.bf16):
+                    logits, _ = model(x)
+                loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
             kept.append((time.perf_counter() - start) / args.steps)
     per_step = [statistics.median(kept[1:]) for kept in times]
-    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, fp32 GEMM {gemm_gflops():.0f} GFLOP/s")
+    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, {'bf16' if args.bf16 else 'fp32'} steps, "
+          f"fp32 GEMM {gemm_gflops():.0f} GFLOP/s")
     first = args.shapes[0]
     for s, model, seconds in zip(args.shapes, models, per_step):
         steps = per_step[0] / seconds
