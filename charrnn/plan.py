@@ -29,7 +29,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   steps) 1.775, so a limit that picked it (about 3,700 steps or more) would be too high. The limit lies
   between the planned steps of the width that lost (2x256 on `cpp`: 2,234) and of the one that won with the
   fewest (2x192 on `python`, whose 222 characters make it larger: 2,650). The 15-minute `cpp` plan, 2x384 at
-  3,296 steps, is kept (it was never compared with 2x256 in the same reading order). Passing --steps or
+  3,296 steps, is kept (it was never compared with 2x256 in the same reading order). On a 2-core `cpu-bf16` the
+  limit gives `cpp` and `python` 2x256 for 5 minutes (2x384 would get 2,417 and 2,006 planned steps): on an
+  Intel Xeon with AMX 2x256 beat 2x384 there at full speed and at half (session 19). Passing --steps or
   --epochs fixes the steps for every width, so only the clock is held to it.
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
@@ -48,8 +50,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   a plan cannot see (--help says when to add 0.3). Less or more lost where tried: weight drop 0.4 (2x384 at
   5 passes: 2.041 against 0.2's 2.010), 0.3 with dropout on syntax.txt (2.454). bench/QUALITY.md, sessions
   14 to 16.
-- Reading order: a run planned to read less than one pass of its text reads it in shuffled segments of
-  SEGMENT_WINDOWS windows (data.StreamBatches), so what it reads samples the whole text instead of the start
+- Reading order: a run planned to read its text fewer than SEGMENTS_BELOW_EPOCHS times reads it in shuffled
+  segments of SEGMENT_WINDOWS windows (data.StreamBatches), so what it reads samples the whole text instead of the start
   of each stream's slice, and each step's batch draws from places all over it. On `cpp` (0.34 passes in 5
   minutes' steps, 2x256) segments of 4,096 characters took the held-out score from 1.938 (char-rnn's layout)
   to 1.886 at older defaults; at today's, shorter ones gained more: 4,096 1.835, 2,048 1.811, 1,024 1.776,
@@ -58,7 +60,12 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   of that floor: two tie with it on the two texts together (0.010 better on `cpp`, 0.009 worse on `python`)
   and lie next to the edge at one. A run of several passes reads everything anyway, and keeps char-rnn's
   layout: on tinyshakespeare (5.3 passes) segments of 256 scored 2.042 against 2.032 (4,096: 2.120 against
-  2.107 at older defaults).
+  2.107 at older defaults). The limit is two planned passes, not one, because the plan is nominal and a slow
+  day reads half of it or less: a run planned just over one pass would then read part of its text in
+  char-rnn's layout, never reaching the end of each stream's slice, and that costs far more than segments
+  could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-bf16` at full speed, 0.7 passes) char-rnn's
+  layout scored 1.777 against 1.629 in segments of 256 (session 19). Runs of one to two passes were not
+  measured either way.
 - Learning rate: a run in shuffled segments takes a higher peak, SHUFFLED_LR, than TrainConfig.lr (tuned on
   runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on tinyshakespeare). With segments of 256,
   2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps) 1.767, 1.742, 1.739, a second seed
@@ -81,11 +88,15 @@ from charrnn.config import Cell, TrainConfig
 
 # Training throughput, counted as 6 x parameters FLOP per character (forward and backward).
 # CPU, per thread (bench/QUALITY.md, "Device classes"): with 2 threads, an AVX2-only AMD EPYC (Zen 3) measured
-# 77-109 GFLOP/s so counted (widths 256-512, fp32), an AVX-512 Intel Xeon without bf16 92-102 (widths 256-1024),
-# and an AMD EPYC with AVX512-BF16 (Zen 5) 321-405 in fp32 and 476 in bf16 (default model). Only 2-thread
-# machines were measured: past 2 threads each further thread counts half, since small recurrent products scale
-# worse than linearly.
-CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.5e11}
+# 77-109 GFLOP/s so counted (widths 256-512, fp32), an AVX-512 Intel Xeon without bf16 92-102 (widths 256-1024).
+# Natively bf16: an AMD EPYC with AVX512-BF16 (Zen 5) 476 in bf16 (default model, a step benchmark), an Intel
+# Xeon with AMX 215-273 in whole timed runs (2x256-2x384, session 19). `cpu-bf16` plans by the slower host: a
+# plan too wide for the day costs more than one too narrow (on that Xeon at 5 minutes, 2x384 against 2x256: 0.008
+# and 0.022 worse on `cpp` and `python` at full speed, 0.060 and 0.053 at half), and at the Zen 5's figure
+# tinyshakespeare's 5-minute plan got weight drop, which cost 0.018 at half speed. Only 2-thread machines were
+# measured: past 2 threads each further thread counts half, since small recurrent products scale worse than
+# linearly.
+CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.1e11}
 MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -96,6 +107,7 @@ WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
+SEGMENTS_BELOW_EPOCHS = 2.0  # planned passes under which a run reads in segments: a slow day reads half
 SHUFFLED_LR = 1.5e-2  # the peak for a run planned in shuffled segments
 VALIDATIONS_PER_RUN = 10
 # What a plan may set; any explicit option wins.
@@ -198,7 +210,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
-    segment_len = SEGMENT_WINDOWS * seq_len if epochs < 1 else 0
+    segment_len = SEGMENT_WINDOWS * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
     lr = SHUFFLED_LR if segment_len else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
