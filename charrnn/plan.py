@@ -29,10 +29,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   steps) 1.775, so a limit that picked it (about 3,700 steps or more) would be too high. The limit lies
   between the planned steps of the width that lost (2x256 on `cpp`: 2,234) and of the one that won with the
   fewest (2x192 on `python`, whose 222 characters make it larger: 2,650). The 15-minute `cpp` plan, 2x384 at
-  3,296 steps, is kept (it was never compared with 2x256 in the same reading order). On a 2-core `cpu-bf16` the
-  limit gives `cpp` and `python` 2x256 for 5 minutes (2x384 would get 2,417 and 2,006 planned steps): on an
-  Intel Xeon with AMX 2x256 beat 2x384 there at full speed and at half (session 19). Passing --steps or
-  --epochs fixes the steps for every width, so only the clock is held to it.
+  3,296 steps, is kept: 2x256 in the same reading order at equal time scored 1.620 against its 1.632 (session
+  19, one seed), inside the issue's 0.02 of the best found. On a 2-core `cpu-bf16` the limit gives `cpp` and
+  `python` 2x256 for 5 minutes (2x384 would get 2,417 and 2,006 planned steps): on an Intel Xeon with AMX
+  2x256 beat 2x384 there at full speed and at half (session 19). Passing --steps or --epochs fixes the steps
+  for every width, so only the clock is held to it.
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
   held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
@@ -51,8 +52,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   5 passes: 2.041 against 0.2's 2.010), 0.3 with dropout on syntax.txt (2.454). bench/QUALITY.md, sessions
   14 to 16.
 - Reading order: a run planned to read its text fewer than SEGMENTS_BELOW_EPOCHS times reads it in shuffled
-  segments of SEGMENT_WINDOWS windows (data.StreamBatches), so what it reads samples the whole text instead of the start
-  of each stream's slice, and each step's batch draws from places all over it. On `cpp` (0.34 passes in 5
+  segments of SEGMENT_WINDOWS windows (data.StreamBatches), so what it reads samples the whole text instead of
+  the start of each stream's slice, and each step's batch draws from places all over it. On `cpp` (0.34 passes in 5
   minutes' steps, 2x256) segments of 4,096 characters took the held-out score from 1.938 (char-rnn's layout)
   to 1.886 at older defaults; at today's, shorter ones gained more: 4,096 1.835, 2,048 1.811, 1,024 1.776,
   512 1.772, 256 (four windows) 1.767, 128 1.756, and one window (64, no state carried from window to
