@@ -67,10 +67,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-bf16` at full speed, 0.7 passes) char-rnn's
   layout scored 1.777 against 1.629 in segments of 256 (session 19). Runs of one to two passes were not
   measured either way.
-- Learning rate: a run in shuffled segments takes a higher peak, SHUFFLED_LR, than TrainConfig.lr (tuned on
-  runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on tinyshakespeare). With segments of 256,
-  2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps) 1.767, 1.742, 1.739, a second seed
-  1.758, 1.757; `python` (1,788) 1.715, 1.709, 1.703. The lower end of that plateau.
+- Learning rate: a run in shuffled segments, planned or given by --segment-len, takes a higher peak, SHUFFLED_LR,
+  than TrainConfig.lr (tuned on runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on
+  tinyshakespeare). With segments of 256, 2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps)
+  1.767, 1.742, 1.739, a second seed 1.758, 1.757; `python` (1,788) 1.715, 1.709, 1.703. The lower end of that
+  plateau.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
   passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
   the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
@@ -176,12 +177,14 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
 
 
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
-         skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None) -> Plan:
+         skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None,
+         segment_len: int | None = None) -> Plan:
     """The settings for a run on `corpus_chars` characters of training text within `budget`.
 
     `flops` (`nominal_flops`, all processes) turns minutes into characters; `batch_chars` (batch size x sequence
     length, all processes) turns steps into characters; `seq_len` (one window) sizes the planned segments;
-    `hidden`, when the user chose it, is kept and only the rest is planned around it.
+    `hidden` and `segment_len`, when the user chose them, are kept and the rest is planned around them (the peak
+    learning rate follows the order the run will read in, planned or chosen).
     """
 
     def count(width: int) -> int:
@@ -211,7 +214,8 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
-    segment_len = SEGMENT_WINDOWS * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
+    if segment_len is None:
+        segment_len = SEGMENT_WINDOWS * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
     lr = SHUFFLED_LR if segment_len else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100

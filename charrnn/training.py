@@ -387,7 +387,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
                         skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,
                         seq_len=config.seq_len,
-                        hidden=None if "hidden" in chosen else options.hidden)
+                        hidden=None if "hidden" in chosen else options.hidden,
+                        segment_len=None if "segment_len" in chosen else config.segment_len)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop") if name in chosen})
     config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "lr", "eval_every") if name in chosen})
     if "epochs" in chosen and planned.max_epochs:  # a clock budget longer than the text can use

@@ -36,7 +36,7 @@ def test_every_command_has_help_that_names_its_defaults(runner, command):
         from charrnn.config import TrainConfig
 
         lr_help = " ".join(result.stdout.split())
-        assert f"planned: {plan.SHUFFLED_LR:g} for a run" in lr_help and f"else {TrainConfig.lr:g}." in lr_help
+        assert f"planned: {plan.SHUFFLED_LR:g} for a run" in lr_help and f"{TrainConfig.lr:g} in char-rnn" in lr_help
 
 
 def test_train_end_to_end_writes_checkpoints_that_load_with_weights_only(runner, tiny_corpus):

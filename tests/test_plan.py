@@ -92,6 +92,15 @@ def test_a_run_in_shuffled_segments_takes_the_higher_peak_learning_rate():
     assert f"--lr {plan.SHUFFLED_LR:g}" in part.describe(plan.PLANNED) and "--lr" not in part.describe(("hidden",))
 
 
+def test_the_peak_learning_rate_follows_the_reading_order_the_user_chose():
+    # an explicit --segment-len 0 on a text read in part reads in char-rnn's layout, so it gets that layout's peak
+    layout = plan.plan(corpus_chars=15_000_000, budget=plan.Budget(minutes=5), flops=CPU, segment_len=0, **SHAPE)
+    assert layout.segment_len == 0 and layout.lr == TrainConfig.lr
+    segments = plan.plan(corpus_chars=1_000_000, budget=plan.Budget(minutes=5), flops=CPU, segment_len=512, **SHAPE)
+    assert segments.epochs > plan.SEGMENTS_BELOW_EPOCHS and segments.segment_len == 512
+    assert segments.lr == plan.SHUFFLED_LR
+
+
 def test_a_clock_budget_leaves_a_run_that_reads_part_of_its_text_enough_updates():
     # bench/QUALITY.md, session 18: on `cpp` at 5 minutes' time 2x192 (3,785 steps) beat 2x256 (2,175) and 2x320
     large = {**SHAPE, "vocab_size": 96, "embedding": 96}
@@ -183,6 +192,10 @@ def test_training_plans_what_the_user_left_out_and_keeps_what_they_gave(tiny_cor
     assert given["model_config"]["weight_drop"] == 0.1
     assert (given["train_config"]["eval_every"], given["train_config"]["segment_len"]) == (3, 0)
     assert given["train_config"]["lr"] == 2e-3
+
+    charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, segment_len=0, out=tmp_path / "layout")
+    layout = torch.load(tmp_path / "layout" / "latest.pt", weights_only=True)["train_config"]
+    assert (layout["segment_len"], layout["lr"]) == (0, TrainConfig.lr)  # the plan's lr for the order given
 
 
 def test_a_clock_budget_on_a_small_text_ends_after_the_planned_passes(tiny_corpus, tmp_path):

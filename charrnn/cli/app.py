@@ -85,8 +85,8 @@ def train(
              "than two times, else 0.",
         show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(
-        help="Peak learning rate (AdamW). Default: planned: 0.015 for a run planned to read its text fewer than "
-             "two times (in shuffled segments), else 0.011.", show_default=False)] = None,
+        help="Peak learning rate (AdamW). Default: planned: 0.015 for a run that reads in shuffled segments "
+             "(planned, or set by --segment-len), 0.011 in char-rnn's layout.", show_default=False)] = None,
     schedule: Annotated[Schedule, typer.Option(
         help="Learning-rate schedule after warm-up: cosine decays to zero over the budget; constant keeps it.")] = Schedule.COSINE,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = TrainConfig.warmup_steps,
