@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,9 +32,8 @@ from charrnn import corpora  # noqa: E402
 from charrnn.config import bits  # noqa: E402
 
 
-def charrnn(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True,
-                          env=None if env is None else {**os.environ, **env})
+def charrnn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True)
 
 
 def threads_option(train_options: list[str]) -> str | None:
@@ -69,11 +67,11 @@ def main() -> None:
     run = work / "run"
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
     trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
-    # charrnn eval has no --threads: torch reads OMP_NUM_THREADS. Two runs side by side at one thread each would
-    # otherwise score with two threads each on two cores, which made the scoring several times slower.
+    # Scored at train's --threads: two runs side by side at one thread each would otherwise score with two
+    # threads each on two cores, which made the scoring several times slower.
     threads = threads_option(train_options)
     report = json.loads(charrnn("eval", str(held_out), "-c", str(run), "--json",
-                                env={"OMP_NUM_THREADS": threads} if threads else None).stdout)
+                                *(["--threads", threads] if threads else [])).stdout)
     state = torch.load(run / "latest.pt", weights_only=True)
     model = state["model_config"]
     result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,

@@ -39,6 +39,11 @@ _RUN_OPTIONS = ("out", "resume", "force", "device", "threads", "encoding")
 TRAIN_OPTIONS = _MODEL_OPTIONS + _CONFIG_OPTIONS + _RUN_OPTIONS  # the keyword arguments `train` takes
 
 
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise CharRNNError(f"--threads must be at least 1, got {threads}")
+
+
 def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress], None] | None = None,
           log: Callable[[str], None] | None = None, **options) -> TrainResult:
     """Train a model on a text file or a built-in corpus ("cpp", "python"; default "cpp"); checkpoints go to
@@ -55,8 +60,7 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     unknown = sorted(set(options) - set(TRAIN_OPTIONS))
     if unknown:
         raise CharRNNError(f"unknown training option(s) {', '.join(unknown)}; the options are {', '.join(TRAIN_OPTIONS)}")
-    if options.get("threads") is not None and options["threads"] < 1:
-        raise CharRNNError(f"--threads must be at least 1, got {options['threads']}")
+    _check_threads(options.get("threads"))
     if options.get("embedding") is not None and options["embedding"] < 1:
         raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")
     path, name = corpora.resolve(None if corpus is None else str(corpus))
@@ -74,9 +78,13 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     return _train(job, on_progress=on_progress or (lambda p: None), log=log or (lambda s: None))
 
 
-def load(path: str | Path | None = None, *, device: Device | str = Device.AUTO) -> Model:
+def load(path: str | Path | None = None, *, device: Device | str = Device.AUTO, threads: int | None = None) -> Model:
     """A trained model from a .pt file or a run directory (its best.pt, else latest.pt); with no path, the
-    newest run under runs/. Loads with weights_only, so a stranger's file cannot run code."""
+    newest run under runs/. Loads with weights_only, so a stranger's file cannot run code. `threads` sets
+    torch's CPU threads for the process (default: torch's choice), as `charrnn train --threads` does."""
+    _check_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     resolved = checkpoint.resolve(Path(path)) if path is not None else checkpoint.latest_run(RUNS_DIR)
     state = checkpoint.load(resolved)
     network, vocab = checkpoint.restore_model(state, devices.pick_device(device))

@@ -99,6 +99,7 @@ def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
     (["--length", "-5"], "--length"),
     (["--num-samples", "0"], "--num-samples"),
     (["--seed", "XYZ"], "--drop-unknown"),
+    (["--threads", "0"], "--threads"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--temperature", "-2"],
      "cuda" if not torch.cuda.is_available() else "--temperature"),
 ])
@@ -191,6 +192,14 @@ def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memo
     assert len(checkpoint_lines) == 1 and str(memorised_run) in checkpoint_lines[0]  # unwrapped, however long
     machine = runner.invoke(app, ["eval", "-c", str(memorised_run), "--json"])
     assert set(json.loads(machine.stdout)) >= {"bits_per_char", "nats_per_char", "perplexity"}
+
+
+@pytest.mark.parametrize("command", [["eval", "--json"], ["sample", "--length", "5"]])
+def test_eval_and_sample_run_on_the_cpu_threads_asked_for(runner, memorised_run, command):
+    # two runs side by side at one thread each must not each score with all the cores (bench/quality.py does that)
+    result = runner.invoke(app, [*command, "-c", str(memorised_run), "--threads", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert torch.get_num_threads() == 2  # the tests run at one thread (conftest)
 
 
 def test_the_progress_bar_shows_train_and_validation_loss_in_bits_per_char(capsys):

@@ -17,7 +17,7 @@ import typer
 
 from charrnn import __version__
 from charrnn.cli import inspect_commands
-from charrnn.cli.common import CheckpointOption, DeviceOption, given_options, user_errors
+from charrnn.cli.common import CheckpointOption, DeviceOption, ThreadsOption, given_options, user_errors
 from charrnn.cli.corpus import corpus_app
 from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit
 
@@ -126,7 +126,7 @@ def train(
     random_seed: Annotated[int, typer.Option(
         help="Seed for initialisation and dropout. With --steps or --epochs the same seed gives the same run, bit "
              "for bit; with --minutes the clock decides the last step and the learning-rate decay, so runs differ.")] = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)] = None,
+    threads: ThreadsOption = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only errors and the summary.")] = False,
 ):
@@ -195,6 +195,7 @@ def sample(
     no_echo: Annotated[bool, typer.Option("--no-echo", help="Do not print the seed before the generated text.")] = False,
     drop_unknown: Annotated[bool, typer.Option(help="Drop seed characters the model does not know instead of failing.")] = False,
     device: DeviceOption = Device.AUTO,
+    threads: ThreadsOption = None,
 ):
     """Generate text from a trained model and stream it to stdout."""
     with user_errors():
@@ -204,7 +205,7 @@ def sample(
             files.output_dir(out_dir, "--out-dir")
         if seed_file is not None:
             seed = data.read_text(files.input_file(seed_file, "--seed-file"), fix="save the seed file as UTF-8")
-        model = api.load(checkpoint, device=device)
+        model = api.load(checkpoint, device=device, threads=threads)
         pieces = model.stream_samples(seed, num_samples=num_samples, length=length, temperature=temperature,
                                       top_k=top_k, top_p=top_p, random_seed=random_seed, stop=stop or (),
                                       drop_unknown=drop_unknown)
@@ -267,12 +268,13 @@ def evaluate_command(
              "or auto (as train's --precision auto decides).")] = Precision.FP32,
     encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: ThreadsOption = None,
 ):
     """Measure how well a model predicts text: nats and bits per character, perplexity."""
     with user_errors():
         from charrnn import api, ui
 
-        model = api.load(checkpoint, device=device)
+        model = api.load(checkpoint, device=device, threads=threads)
         source = model.text_source(file, encoding=encoding)
         progress = ui.CountProgress(source.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
         try:

@@ -48,3 +48,5 @@ def given_options(ctx: typer.Context) -> frozenset[str]:
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="A .pt file or a run directory (its best.pt). Default: the most recent run under runs/.")]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, then mps, then cpu.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)]
