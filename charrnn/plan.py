@@ -20,20 +20,21 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.124 against 2x384's 2.086 at 10.5 passes. (Wider still won on the small texts, 2x256 at 5.2 per
   character on syntax.txt 2.532, but lost on tinyshakespeare at 3.66: not one limit. The whole file, 1.06M
   training characters, would give 2x512 3.29 per character: left out. bench/QUALITY.md, session 10.)
-  A --minutes budget on a text it reads less than once must also leave the run MIN_UPDATES steps (at the
-  nominal throughput): such a run learns from its updates, never from reading text again, and a narrower
-  model gets more of them in the same time. On `cpp` at the time 5 minutes give 2x256 here (one thread, equal
-  wall time, shuffled segments): 2x192 (3,785 steps) 1.727 against 2x256 (2,175) 1.742 at lr 1.5e-2, and
-  1.739 against 1.767, with 2x320 (1,500) at 1.782, at 1.1e-2 (a second seed at 1.5e-2: 1.740 against
-  1.757); on `python` 2x192 (2,825) 1.684 against 2x256 (1,788) 1.709. Narrower again lost: 2x128 (6,500
-  steps) 1.775, so a limit that picked it (about 3,700 steps or more) would be too high. The limit lies
-  between the planned steps of the width that lost (2x256 on `cpp`: 2,234) and of the one that won with the
-  fewest (2x192 on `python`, whose 222 characters make it larger: 2,650). The 15-minute `cpp` plan, 2x384 at
-  3,296 steps, is kept: 2x256 in the same reading order at equal time scored 1.620 against its 1.632 (session
-  19, one seed), inside the issue's 0.02 of the best found. On a 2-core `cpu-bf16` the limit gives `cpp` and
-  `python` 2x256 for 5 minutes (2x384 would get 2,417 and 2,006 planned steps): on an Intel Xeon with AMX
-  2x256 beat 2x384 there at full speed and at half (session 19). Passing --steps or --epochs fixes the steps
-  for every width, so only the clock is held to it.
+  A --minutes budget on a text it reads less than once must also read FRESH_CHARS_PER_PARAMETER characters per
+  parameter (at the nominal throughput): such a run never reads a character twice, so it learns from new text and
+  from its updates, and a narrower model gets more of both in the same time. At equal time (one thread, fixed
+  steps, shuffled segments of 256, lr 1.5e-2), planned characters per parameter (c/p) and held-out bits/char: `cpp`
+  for 5 minutes on the `cpu` class, 2x192 (11.0 c/p, 3,785 steps) 1.727 against 2x256 (4.2) 1.742 and 2x320 (1.9)
+  1.782 (a second seed: 1.740 against 1.757), while narrower again lost, 2x128 (39) 1.775, as did 2x64 (55) for 1
+  minute, 2.126 against 2x128 (7.9) 1.999; `python` there 2x192 (6.0) 1.684 against 2x256 (2.6) 1.709; for 15
+  minutes `cpp` 2x256 (12.6) 1.620 against 2x384 (3.0) 1.632 (a second seed: 1.613 against 1.627), `python` 2x256
+  (7.7) 1.557 against 2x384 (2.1) 1.598; on a `cpu-bf16` (an Intel Xeon with AMX) for 5 minutes 2x256 (9.2 and 5.6)
+  beat 2x384 (2.2 and 1.5) on `cpp` and `python` at full speed and at half, and for 15 minutes on `cpp` 2x384 (6.7)
+  1.519 against 2x512 (2.4) 1.542. The limit lies between the widths that lost (4.2 at most) and those that won
+  (5.6 at least). It decides only the plans of clock budgets on large texts; tinyshakespeare's are read many times
+  and keep their widths. (In char-rnn's layout at older defaults, session 5, 2x384 beat 2x256 on `cpp` for 15
+  minutes, 1.731 against 1.770: shuffled segments and the higher peak changed that.) Passing --steps or --epochs
+  fixes the steps for every width, so only the clock is held to it.
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
   held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
@@ -103,7 +104,7 @@ MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 CHARS_PER_PARAMETER = 2.0
-MIN_UPDATES = 2500  # the steps a clock budget must leave a run that reads part of its text
+FRESH_CHARS_PER_PARAMETER = 5.0  # what a clock budget must read per parameter of a run that reads part of its text
 PARAMETERS_PER_CHAR = 3.25
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
@@ -203,13 +204,13 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
             limits.append(budget.minutes * 60 * flops / (6 * count(width)))
         return min(limits) if limits else math.inf
 
-    def enough_updates(width: int) -> bool:
+    def enough_fresh_text(width: int) -> bool:
         # --steps and --epochs fix the steps whatever the width; the clock gives a narrower model more of them
-        return not capped or chars_read(width) >= min(corpus_chars, MIN_UPDATES * batch_chars)
+        return not capped or chars_read(width) >= min(corpus_chars, FRESH_CHARS_PER_PARAMETER * count(width))
 
     if hidden is None:
         fitting = [w for w in WIDTHS if chars_read(w) >= CHARS_PER_PARAMETER * count(w)
-                   and count(w) <= PARAMETERS_PER_CHAR * corpus_chars and enough_updates(w)]
+                   and count(w) <= PARAMETERS_PER_CHAR * corpus_chars and enough_fresh_text(w)]
         hidden = max(fitting) if fitting else WIDTHS[0]
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
