@@ -30,12 +30,13 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   minutes `cpp` 2x256 (12.6) 1.620 against 2x384 (3.0) 1.632 (a second seed: 1.613 against 1.627), `python` 2x256
   (7.7) 1.557 against 2x384 (2.1) 1.598; on a `cpu-bf16` (an Intel Xeon with AMX) for 5 minutes 2x256 (9.2 and 5.6)
   beat 2x384 (2.2 and 1.5) on `cpp` and `python` at full speed and at half, and for 15 minutes on `cpp` 2x384 (6.7)
-  1.519 and 1.530 (two seeds) against 2x512 (2.4) 1.542 and 1.537. The limit lies between the widths that lost (4.2 at most) and those that won
-  (5.6 at least). It decides only the plans of clock budgets on large texts; a run planned to read all of its text
-  is not held to it (on a `cpu-bf16` `python` for 15 minutes, 1.19 passes, 2x384 at 4.6 c/p tied 2x256 at 16.9:
-  1.499 each), and tinyshakespeare's plans keep their widths. (In char-rnn's layout at older defaults, session 5,
-  2x384 beat 2x256 on `cpp` for 15 minutes, 1.731 against 1.770: shuffled segments and the higher peak changed
-  that.) Passing --steps or --epochs fixes the steps for every width, so only the clock is held to it.
+  1.519 and 1.530 (two seeds) against 2x512 (2.4) 1.542 and 1.537. The limit lies between the widths that lost (4.2
+  at most) and those that won (5.6 at least). It decides only the plans of clock budgets on large texts; a run
+  planned to read all of its text is not held to it (on a `cpu-bf16` `python` for 15 minutes, 1.19 passes, 2x384 at
+  4.6 c/p tied 2x256 at 16.9: 1.499 each), and tinyshakespeare's plans keep their widths. (In char-rnn's layout at
+  older defaults, session 5, 2x384 beat 2x256 on `cpp` for 15 minutes, 1.731 against 1.770: shuffled segments and
+  the higher peak changed that.) Passing --steps or --epochs fixes the steps for every width, so only the clock is
+  held to it.
 - Regularisation, from the planned passes, since a model that reads its text many times learns it by heart:
   none below WEIGHT_DROP_FROM_EPOCHS (on tinyshakespeare at 5 passes, 2x256, weight drop 0.2 scored 2.054
   held-out against 2.032 without; dropout 0.2 at about 4 passes 2.380 against 2.357, older defaults). From
@@ -206,7 +207,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         return min(limits) if limits else math.inf
 
     def enough_fresh_text(width: int) -> bool:
-        # --steps and --epochs fix the steps whatever the width; the clock gives a narrower model more of them
+        # --steps and --epochs fix the characters whatever the width; the clock gives a narrower model more of them
         return not capped or chars_read(width) >= min(corpus_chars, FRESH_CHARS_PER_PARAMETER * count(width))
 
     if hidden is None:
