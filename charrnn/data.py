@@ -183,6 +183,16 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def reads_in_segments(chars: int, batch_size: int, seq_len: int, segment_len: int) -> bool:
+    """Whether StreamBatches deals `chars` characters in shuffled segments of `segment_len`, not char-rnn's layout.
+
+    A segment must be whole windows and shorter than one stream's slice of the text; otherwise there is nothing to
+    shuffle, and the streams read char-rnn's slices.
+    """
+    stream_windows = (chars // batch_size - 1) // seq_len
+    return 0 < segment_len // seq_len < stream_windows
+
+
 class StreamBatches:
     """B parallel streams of the text cut into windows of seq_len; each stream's hidden state carries from one
     window to its next (truncated BPTT).
@@ -217,7 +227,7 @@ class StreamBatches:
                 f"the training text ({len(ids)} characters) is shorter than one window of "
                 f"--batch-size {batch_size} x (--seq-len {seq_len} + 1); lower --batch-size or --seq-len, or use more text"
             )
-        self.shuffled = 0 < segment_len // seq_len < stream_windows
+        self.shuffled = reads_in_segments(len(ids), batch_size, seq_len, segment_len)
         if self.shuffled:
             self.segment_windows = segment_len // seq_len
             self.stride = self.segment_windows * seq_len  # segment k starts at k x stride

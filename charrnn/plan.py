@@ -90,6 +90,7 @@ import math
 from dataclasses import dataclass
 
 from charrnn.config import Cell, TrainConfig
+from charrnn.data import reads_in_segments
 
 # Training throughput, counted as 6 x parameters FLOP per character (forward and backward).
 # CPU, per thread (bench/QUALITY.md, "Device classes"): with 2 threads, an AVX2-only AMD EPYC (Zen 3) measured
@@ -217,9 +218,14 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
+
+    def shuffled(length: int) -> bool:  # the order data.StreamBatches will read in, whatever was asked for
+        return reads_in_segments(corpus_chars, batch_chars // seq_len, seq_len, length)
+
     if segment_len is None:
         segment_len = SEGMENT_WINDOWS * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
-    lr = SHUFFLED_LR if segment_len else TrainConfig.lr
+        segment_len = segment_len if shuffled(segment_len) else 0  # a short text is read in char-rnn's slices anyway
+    lr = SHUFFLED_LR if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None

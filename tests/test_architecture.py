@@ -28,7 +28,7 @@ LAYERS = {  # module: the charrnn modules it may import
     "corpora": {"errors", "files"},
     "evaluate": {"config", "data", "devices", "errors", "files", "kernels", "model", "vocab"},
     "sampling": {"config", "kernels", "model", "vocab"},
-    "plan": {"config"},
+    "plan": {"config", "data"},
     "training": {"checkpoint", "config", "data", "devices", "distributed", "errors", "evaluate", "files", "kernels",
                  "model", "plan", "sampling", "vocab"},
     "visualize": set(),

@@ -6,6 +6,7 @@ import torch
 import charrnn
 from charrnn import plan
 from charrnn.config import Cell, ModelConfig, TrainConfig
+from charrnn.data import StreamBatches
 from charrnn.model import CharRNN
 
 CPU = plan.nominal_flops("cpu", threads=2)
@@ -100,6 +101,19 @@ def test_the_peak_learning_rate_follows_the_reading_order_the_user_chose():
     assert segments.epochs > plan.SEGMENTS_BELOW_EPOCHS and segments.segment_len == 512
     assert segments.lr == plan.SHUFFLED_LR
 
+
+def test_a_text_too_short_for_segments_is_planned_in_char_rnn_s_layout_and_its_learning_rate():
+    # 32 streams of 64-character windows: 8,000 characters give each stream 3 windows, fewer than a 4-window
+    # segment needs, so data.StreamBatches reads char-rnn's slices whatever --segment-len says
+    short = {"corpus_chars": 8_000, "budget": plan.Budget(steps=2), "flops": CPU, **SHAPE}
+    assert plan.plan(**short).epochs < plan.SEGMENTS_BELOW_EPOCHS
+    assert (plan.plan(**short).segment_len, plan.plan(**short).lr) == (0, TrainConfig.lr)
+    given = plan.plan(**short, segment_len=256)
+    assert (given.segment_len, given.lr) == (256, TrainConfig.lr)  # kept as given, read in char-rnn's layout
+    assert not StreamBatches(torch.zeros(8_000, dtype=torch.long), 32, 64, segment_len=256).shuffled
+    longer = plan.plan(**{**short, "corpus_chars": 20_000})  # 9 windows a stream: more than one segment
+    assert (longer.segment_len, longer.lr) == (plan.SEGMENT_WINDOWS * 64, plan.SHUFFLED_LR)
+    assert StreamBatches(torch.zeros(20_000, dtype=torch.long), 32, 64, segment_len=256).shuffled
 
 def test_a_clock_budget_on_a_text_read_in_part_reads_enough_fresh_text_per_parameter():
     # bench/QUALITY.md, sessions 18 to 20: at equal time, widths planned under 5 characters per parameter lost
