@@ -33,7 +33,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   1.519 and 1.530 (two seeds) against 2x512 (2.4) 1.542 and 1.537. The limit lies between the widths that lost (4.2
   at most) and those that won (5.6 at least). It decides only the plans of clock budgets on large texts; a run
   planned to read all of its text is not held to it (on a `cpu-bf16` `python` for 15 minutes, 1.19 passes, 2x384 at
-  4.6 c/p tied 2x256 at 16.9: 1.499 each), and tinyshakespeare's plans keep their widths. (In char-rnn's layout at
+  4.6 c/p tied 2x256 at 16.9: 1.499 each; `cpp` for 60 minutes, 1.22 passes, 2x768 at 2.1 beat 2x512 at 9.4,
+  1.425 against 1.446), and tinyshakespeare's plans keep their widths. (In char-rnn's layout at
   older defaults, session 5, 2x384 beat 2x256 on `cpp` for 15 minutes, 1.731 against 1.770: shuffled segments and
   the higher peak changed that.) Passing --steps or --epochs fixes the steps for every width, so only the clock is
   held to it.
