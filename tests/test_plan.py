@@ -115,6 +115,7 @@ def test_a_text_too_short_for_segments_is_planned_in_char_rnn_s_layout_and_its_l
     assert (longer.segment_len, longer.lr) == (plan.SEGMENT_WINDOWS * 64, plan.SHUFFLED_LR)
     assert StreamBatches(torch.zeros(20_000, dtype=torch.long), 32, 64, segment_len=256).shuffled
 
+
 def test_a_clock_budget_on_a_text_read_in_part_reads_enough_fresh_text_per_parameter():
     # bench/QUALITY.md, sessions 18 to 20: at equal time, widths planned under 5 characters per parameter lost
     large = {**SHAPE, "vocab_size": 113, "embedding": 113}
