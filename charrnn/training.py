@@ -395,7 +395,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
         config = replace(config, epochs=planned.max_epochs)
     note = planned.describe(chosen)
     if config.minutes and chosen:
-        note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {threads} thread{'s' * (threads > 1)})"
     return options.for_vocab(vocab_size), config, note
 
 

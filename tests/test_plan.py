@@ -116,6 +116,15 @@ def test_a_text_too_short_for_segments_is_planned_in_char_rnn_s_layout_and_its_l
     assert StreamBatches(torch.zeros(20_000, dtype=torch.long), 32, 64, segment_len=256).shuffled
 
 
+def test_a_clock_budget_s_plan_line_names_the_device_class_and_threads_it_planned_for(tiny_corpus, tmp_path):
+    lines, threads = [], torch.get_num_threads()
+    try:
+        charrnn.train(tiny_corpus, minutes=1, steps=2, seq_len=8, batch_size=2, threads=1, out=tmp_path / "run",
+                      log=lines.append)
+    finally:
+        torch.set_num_threads(threads)  # --threads sets the process's count; the rest of the suite keeps its own
+    assert lines[0].endswith("GFLOP/s: cpu, 1 thread)") or lines[0].endswith("GFLOP/s: cpu-bf16, 1 thread)")
+
 def test_a_clock_budget_on_a_text_read_in_part_reads_enough_fresh_text_per_parameter():
     # bench/QUALITY.md, sessions 18 to 20: at equal time, widths planned under 5 characters per parameter lost
     large = {**SHAPE, "vocab_size": 113, "embedding": 113}
