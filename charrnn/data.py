@@ -183,14 +183,18 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stream_windows(chars: int, batch_size: int, seq_len: int) -> int:
+    """Whole windows in one stream's slice of `chars` characters (a window's targets reach one character further)."""
+    return (chars // batch_size - 1) // seq_len
+
+
 def reads_in_segments(chars: int, batch_size: int, seq_len: int, segment_len: int) -> bool:
     """Whether StreamBatches deals `chars` characters in shuffled segments of `segment_len`, not char-rnn's layout.
 
     A segment must be whole windows and shorter than one stream's slice of the text; otherwise there is nothing to
     shuffle, and the streams read char-rnn's slices.
     """
-    stream_windows = (chars // batch_size - 1) // seq_len
-    return 0 < segment_len // seq_len < stream_windows
+    return 0 < segment_len // seq_len < _stream_windows(chars, batch_size, seq_len)
 
 
 class StreamBatches:
@@ -210,7 +214,8 @@ class StreamBatches:
     > 0 the text is cut into segments of that many characters (whole windows), and each pass deals them to
     the streams in a fresh order drawn from `seed` and the pass number: a stream reads a segment window by
     window, then starts its next segment from a zero state. A part of a pass then samples the whole text, and
-    passes differ in order. A text too short to give every stream a segment falls back to char-rnn's layout.
+    passes differ in order. A text too short to give every stream more than one segment falls back to char-rnn's
+    layout (`reads_in_segments`, which the plan asks too).
 
     Window w of a pass is a pure function of the step (and seed), so resuming needs only the step number.
     Under torchrun each rank takes its own block of rows; together the ranks see exactly the global batch.
@@ -221,7 +226,7 @@ class StreamBatches:
         if batch_size % world_size:
             raise CharRNNError(f"--batch-size {batch_size} must be divisible by the number of processes ({world_size})")
         stream_len = len(ids) // batch_size
-        stream_windows = (stream_len - 1) // seq_len
+        stream_windows = _stream_windows(len(ids), batch_size, seq_len)
         if stream_windows < 1:
             raise CharRNNError(
                 f"the training text ({len(ids)} characters) is shorter than one window of "

@@ -125,6 +125,7 @@ def test_a_clock_budget_s_plan_line_names_the_device_class_and_threads_it_planne
         torch.set_num_threads(threads)  # --threads sets the process's count; the rest of the suite keeps its own
     assert lines[0].endswith("GFLOP/s: cpu, 1 thread)") or lines[0].endswith("GFLOP/s: cpu-bf16, 1 thread)")
 
+
 def test_a_clock_budget_on_a_text_read_in_part_reads_enough_fresh_text_per_parameter():
     # bench/QUALITY.md, sessions 18 to 20: at equal time, widths planned under 5 characters per parameter lost
     large = {**SHAPE, "vocab_size": 113, "embedding": 113}
