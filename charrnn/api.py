@@ -56,6 +56,7 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     weight_drop, segment_len, lr and eval_every that are not given are planned from the corpus size and the budget
     (charrnn.plan). `on_progress` receives a `Progress` after every step; `log` receives log lines.
     With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
+    `threads` holds for the run only: the process's thread count is restored when it returns.
     """
     unknown = sorted(set(options) - set(TRAIN_OPTIONS))
     if unknown:

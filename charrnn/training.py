@@ -290,6 +290,7 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
         log: Callable[[str], None] = lambda s: None) -> TrainResult:
     """Train as `job` says; checkpoints go to job.out. Under torchrun every rank calls this."""
     ctx = distributed.init(pick_device(job.device))
+    threads_before = torch.get_num_threads()  # a run's --threads is the run's: a Python caller's later work keeps its own
     try:
         if job.threads:
             torch.set_num_threads(job.threads)
@@ -309,6 +310,7 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
             if lock:
                 lock.__exit__(None, None, None)
     finally:
+        torch.set_num_threads(threads_before)
         distributed.cleanup()
 
 

@@ -55,6 +55,15 @@ def test_train_from_python_matches_the_command_line(runner, tiny_corpus, tmp_pat
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+def test_a_python_training_run_s_threads_end_with_the_run(tiny_corpus, tmp_path):
+    before = torch.get_num_threads()  # 1 in the suite (conftest)
+    seen = []
+    charrnn.train(tiny_corpus, out=tmp_path / "run", threads=before + 1, on_progress=lambda p: seen.append(torch.get_num_threads()),
+                  **TINY)
+    assert set(seen) == {before + 1}  # the run itself used the count asked for
+    assert torch.get_num_threads() == before  # and the caller's later work runs at its own again
+
+
 def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
     with pytest.raises(charrnn.CharRNNError, match="unknown training option.*hiden.*hidden"):
         charrnn.train(tiny_corpus, hiden=32)
