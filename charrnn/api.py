@@ -82,7 +82,7 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
 def load(path: str | Path | None = None, *, device: Device | str = Device.AUTO, threads: int | None = None) -> Model:
     """A trained model from a .pt file or a run directory (its best.pt, else latest.pt); with no path, the
     newest run under runs/. Loads with weights_only, so a stranger's file cannot run code. `threads` sets
-    torch's CPU threads for the process (default: torch's choice), as `charrnn train --threads` does."""
+    torch's CPU threads for the process (default: torch's choice), as `charrnn sample --threads` does."""
     _check_threads(threads)
     if threads:
         torch.set_num_threads(threads)
