@@ -383,7 +383,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
     device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device))
-    flops = plan.nominal_flops(device_class, threads=torch.get_num_threads(), processes=ctx.world_size)
+    threads = torch.get_num_threads()  # the count the plan assumes is the one its note names
+    flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
     planned = plan.plan(corpus_chars=train_chars, flops=flops,
                         budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),
                         vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
@@ -397,7 +398,6 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
         config = replace(config, epochs=planned.max_epochs)
     note = planned.describe(chosen)
     if config.minutes and chosen:
-        threads = torch.get_num_threads()
         note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {threads} thread{'s' * (threads > 1)})"
     return options.for_vocab(vocab_size), config, note
 
