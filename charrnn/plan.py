@@ -71,11 +71,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   (2x256) 2.103 and 2.106 against 2.100 and 2.112, at 2.7 2.099 and 2.104 against 2.084 and 2.107; `python` for
   60 minutes at 2.9 (2x512, 14,908 steps) 1.387 and 1.384 against 1.370 and 1.371 (sessions 23 and 24). At 3
   and 4 passes (tinyshakespeare, 2x256) the two tied: 2.076 and 2.093 against 2.073 and 2.089, 2.050 and 2.061
-  against 2.050 and 2.057. Hence a limit of three planned passes. It is not one for a second reason: the plan is nominal and a slow
-  day reads half of it or less, so a run planned just over one pass would read part of its text in
-  char-rnn's layout, never reaching the end of each stream's slice, and that costs far more than segments
-  could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-bf16` at full speed, 0.7 passes) char-rnn's
-  layout scored 1.777 against 1.629 in segments of 256 (session 19).
+  against 2.050 and 2.057. Hence a limit of three planned passes. It is not one for a second reason: the plan
+  is nominal and a slow day reads half of it or less, so a run planned just over one pass would read part of
+  its text in char-rnn's layout, never reaching the end of each stream's slice, and that costs far more than
+  segments could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-bf16` at full speed, 0.7 passes)
+  char-rnn's layout scored 1.777 against 1.629 in segments of 256 (session 19).
 - Learning rate: a run in shuffled segments, planned or given by --segment-len, takes a higher peak, SHUFFLED_LR,
   than TrainConfig.lr (tuned on runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on
   tinyshakespeare). With segments of 256, 2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps)
