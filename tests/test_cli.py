@@ -31,12 +31,20 @@ def test_every_command_has_help_that_names_its_defaults(runner, command):
             assert option in result.stdout, option
         assert "default: 64" in result.stdout  # --seq-len
         assert "Default: planned from the corpus size and the budget" in " ".join(result.stdout.split())  # --hidden
-        # the CLI may not import charrnn.plan (tests/test_architecture.py), so --lr's help states its values itself
+        # the CLI may not import charrnn.plan (tests/test_architecture.py), so the planned options' help states the
+        # plan's values itself: a changed constant fails here until the help says it
         from charrnn import plan
         from charrnn.config import TrainConfig
 
-        lr_help = " ".join(result.stdout.split())
-        assert f"planned: {plan.SHUFFLED_LR:g} for a run" in lr_help and f"{TrainConfig.lr:g} in char-rnn" in lr_help
+        text = " ".join(result.stdout.split())
+        words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 8: "eight"}
+        assert f"planned: {plan.SHUFFLED_LR:g} for a run" in text and f"{TrainConfig.lr:g} in char-rnn" in text  # --lr
+        assert float(plan.SEGMENTS_BELOW_EPOCHS).is_integer(), "--segment-len's help counts whole passes"
+        assert (f"{words[plan.SEGMENT_WINDOWS]} windows ({plan.SEGMENT_WINDOWS * TrainConfig.seq_len} at --seq-len "
+                f"{TrainConfig.seq_len}) for a run planned to read its text fewer than "
+                f"{words[int(plan.SEGMENTS_BELOW_EPOCHS)]} times") in text  # --segment-len
+        assert f"{plan.WEIGHT_DROP:g} for a run planned to read its text about {round(plan.WEIGHT_DROP_FROM_EPOCHS)} times" in text
+        assert f"about {plan.VALIDATIONS_PER_RUN} times per run" in text  # --eval-every
 
 
 def test_train_end_to_end_writes_checkpoints_that_load_with_weights_only(runner, tiny_corpus):
