@@ -69,7 +69,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   what it read (held-out, char-rnn's layout at 0.011 against segments at 0.015, at each plan's nominal steps):
   tinyshakespeare at 2.0 passes (2x192, 935 steps) 2.182 and 2.188 against 2.159 and 2.167 on two seeds, at 2.4
   (2x256) 2.103 and 2.106 against 2.100 and 2.112, at 2.7 2.099 and 2.104 against 2.084 and 2.107; `python` for
-  60 minutes at 2.9 (2x512, 14,908 steps) 1.387 and 1.384 against 1.370 and 1.371 (sessions 23 and 24). At 3
+  60 minutes at 2.9 (2x512, 14,908 steps) 1.387 and 1.384 against 1.370 and 1.371 (sessions 23 and 24; timed,
+  the hour read 3.4 passes, 17,200 steps, and the two tied: 1.366 against 1.370, session 25). At 3
   and 4 passes (tinyshakespeare, 2x256) the two tied: 2.076 and 2.093 against 2.073 and 2.089, 2.050 and 2.061
   against 2.050 and 2.057. Hence a limit of three planned passes. It is not one for a second reason: the plan
   is nominal and a slow day reads half of it or less, so a run planned just over one pass would read part of
