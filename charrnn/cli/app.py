@@ -257,7 +257,9 @@ def evaluate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on characters the model does not know (default: skip and count them).")] = False,
     dynamic: Annotated[bool, typer.Option(help="Dynamic evaluation: adapt the weights to the text already scored (Krause et al. 2017).")] = False,
-    dynamic_lr: Annotated[float, typer.Option(help="Learning rate of dynamic evaluation's RMS-normalised steps.")] = EvalConfig.dynamic_lr,
+    dynamic_lr: Annotated[float, typer.Option(
+        help="Learning rate of dynamic evaluation's RMS-normalised steps. Code and documentation, which repeat themselves "
+             "more than prose, gain a little more from 1e-3 to 1.5e-3.")] = EvalConfig.dynamic_lr,
     dynamic_window: Annotated[int, typer.Option(help="Characters scored between two dynamic-evaluation updates.")] = EvalConfig.dynamic_window,
     dynamic_decay: Annotated[float, typer.Option(
         help="Dynamic evaluation: fraction of the way back to the trained weights at each update.")] = EvalConfig.dynamic_decay,
