@@ -2,14 +2,17 @@
 
     python bench/dynamic.py RUN_DIR HELD_OUT.txt                         # the default grid
     python bench/dynamic.py RUN_DIR HELD_OUT.txt --lr 1e-3,3e-3 --window 50 --decay 0,0.01
+    python bench/dynamic.py RUN_DIR HELD_OUT.txt --lr 8e-4,5e-4+1.5e-3 --share 0.003,0.01,0.03
 
-Each setting scores the whole file once, adapting as it goes (charrnn eval --dynamic); the numbers depend on
-the model and the text, not on the machine, so any run of this script can be compared with any other.
+Each setting scores the whole file once, adapting as it goes (charrnn eval --dynamic); "a+b" is one setting of
+two steps, scored as their fixed-share mixture (--share). The numbers depend on the model and the text, not on
+the machine, so any run of this script can be compared with any other.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 import warnings
@@ -19,11 +22,15 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 import charrnn  # noqa: E402
-from charrnn.config import EvalConfig  # noqa: E402
+from charrnn.config import EvalConfig, bits  # noqa: E402
 
 
 def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
+
+
+def step_sets(text: str) -> list[tuple[float, ...]]:
+    return [tuple(float(v) for v in setting.split("+")) for setting in text.split(",")]
 
 
 def main() -> None:
@@ -31,7 +38,8 @@ def main() -> None:
     parser.add_argument("run", help="a run directory or .pt file")
     parser.add_argument("file", help="held-out text the run never trained on")
     # The default grid steps around charrnn's own --dynamic-lr, at its own window and decay.
-    parser.add_argument("--lr", type=floats, default=[3e-4, EvalConfig.dynamic_lr, 1e-3, 3e-3])
+    parser.add_argument("--lr", type=step_sets, default=[(3e-4,), (8e-4,), (1.5e-3,), EvalConfig.dynamic_lr])
+    parser.add_argument("--share", type=floats, default=[EvalConfig.dynamic_share])
     parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[EvalConfig.dynamic_window])
     parser.add_argument("--decay", type=floats, default=[EvalConfig.dynamic_decay])
     parser.add_argument("--threads", type=int, default=None)
@@ -40,16 +48,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = charrnn.load(args.run, device="cpu")
     static = model.evaluate(args.file).bits_per_char
-    for window in args.window:
-        for lr in args.lr:
-            for decay in args.decay:
-                start = time.perf_counter()
-                result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_window=window, dynamic_decay=decay)
-                print(json.dumps({"run": args.run, "file": args.file, "static_bits_per_char": round(static, 4),
-                                  "lr": lr, "window": window, "decay": decay,
-                                  "dynamic_bits_per_char": round(result.bits_per_char, 4),
-                                  "gain": round(static - result.bits_per_char, 4),
-                                  "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+    for window, lr, decay, share in itertools.product(args.window, args.lr, args.decay, args.share):
+        start = time.perf_counter()
+        result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_share=share, dynamic_window=window,
+                                dynamic_decay=decay)
+        print(json.dumps({"run": args.run, "file": args.file, "static_bits_per_char": round(static, 4),
+                          "lr": list(lr), "share": share, "window": window, "decay": decay,
+                          "dynamic_bits_per_char": round(result.bits_per_char, 4),
+                          "each_step_bits_per_char": [round(bits(nats), 4) for _, nats in result.dynamic_steps],
+                          "gain": round(static - result.bits_per_char, 4),
+                          "seconds": round(time.perf_counter() - start, 1)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ on them too. Public: `train`, `load`, `Model`, `TrainResult`, `Progress`, `EvalR
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -161,14 +161,16 @@ class Model:
         return TextSource(None if file is None else Path(file), self._state.get("corpus"), encoding)
 
     def evaluate(self, file: str | Path | TextSource | None = None, *, dynamic: bool = False,
-                 dynamic_lr: float = EvalConfig.dynamic_lr, dynamic_window: int = EvalConfig.dynamic_window,
-                 dynamic_decay: float = EvalConfig.dynamic_decay, streams: int = 64, strict: bool = False,
+                 dynamic_lr: float | Sequence[float] = EvalConfig.dynamic_lr, dynamic_share: float = EvalConfig.dynamic_share,
+                 dynamic_window: int = EvalConfig.dynamic_window, dynamic_decay: float = EvalConfig.dynamic_decay,
+                 streams: int = 64, strict: bool = False,
                  precision: Precision | str = Precision.FP32, encoding: str = "utf-8",
                  on_chars: Callable[[int], None] | None = None) -> EvalResult:
         """How well the model predicts `file` (default: its own held-out validation text): nats and bits per character,
         perplexity. Unknown characters are skipped and counted (or an error with strict). dynamic=True adapts
-        the weights to the text already scored (Krause et al. 2017). `to_dict()` gives `charrnn eval --json`."""
-        config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr,
+        the weights to the text already scored (Krause et al. 2017): one adapting copy per step in dynamic_lr,
+        their predictions mixed by fixed share. `to_dict()` gives `charrnn eval --json`."""
+        config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_share=dynamic_share,
                             dynamic_window=dynamic_window, dynamic_decay=dynamic_decay)
         source = file if isinstance(file, TextSource) else self.text_source(file, encoding=encoding)
         result = _evaluate(self.network, self.vocab, source, config=config, precision=Precision(precision),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ class EvalResult:
     seconds: float
     unknown_chars: int = 0
     static_nats_per_char: float | None = None  # with dynamic evaluation: the same text scored without adapting
+    dynamic_steps: tuple[tuple[float, float], ...] = ()  # with dynamic evaluation: (step, nats/char) of each step alone
     file: str | None = None  # what was scored and with which checkpoint, where known
     checkpoint: str | None = None
 
@@ -39,6 +41,8 @@ class EvalResult:
                   "chars_per_second": self.chars_per_second, "checkpoint": self.checkpoint, "file": self.file}
         if self.static_nats_per_char is not None:
             report["static_bits_per_char"] = self.static_bits_per_char
+        if self.dynamic_steps:
+            report["dynamic_steps"] = [{"lr": lr, "bits_per_char": bits(nats)} for lr, nats in self.dynamic_steps]
         return report
 
     @property
@@ -109,49 +113,91 @@ def nats_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalConfi
     return float(losses.double().mean()), len(losses)
 
 
-def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
-                            on_chars: Callable[[int], None] | None = None) -> Tensor:
-    """Dynamic evaluation (Krause et al. 2017; Graves 2013 §3.3): score a segment, then adapt to it.
+class _AdaptingCopy:
+    """A copy of the model that scores each segment with its current weights and only then steps on it.
 
-    One stream, in order. Each segment of `dynamic_window` characters is scored with the current weights,
-    and only then do the weights take one step on that segment's loss: the gradient divided by its running
-    RMS (Krause et al. normalise by RMS too; here it is estimated online, RMSprop-style), plus a decay
-    towards the trained weights so the model does not drift. Nothing ahead of the position being scored
-    ever touches the weights. Works on a copy: the caller's model is unchanged.
+    The step is the gradient divided by its running RMS (Krause et al. normalise by RMS too; here it is estimated
+    online, RMSprop-style), plus a decay towards the trained weights so the copy does not drift.
     """
-    import copy
 
-    device = next(model.parameters()).device
-    adapted = copy.deepcopy(model)
-    adapted.eval()  # no dropout while adapting
-    params = list(adapted.parameters())
-    original = [p.detach().clone() for p in params]
-    mean_square: list[Tensor | None] = [None] * len(params)
-    decay, beta, eps = config.dynamic_decay, 0.99, 1e-8
-    flat = ids.long().to(device)
-    losses = torch.zeros(len(ids) - 1)
-    state = adapted.initial_state(1, device)
-    window = config.dynamic_window
-    for start in range(0, len(ids) - 1, window):
-        x = flat[start: start + window].unsqueeze(0)
-        y = flat[start + 1: start + window + 1].unsqueeze(0)
-        x = x[:, : y.shape[1]]
-        logits, state = adapted(x, state)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (1, T)
-        losses[start: start + y.shape[1]] = loss.detach().cpu()[0]
-        adapted.zero_grad(set_to_none=True)
+    def __init__(self, model: CharRNN, lr: float, decay: float):
+        self.model = copy.deepcopy(model).eval()  # no dropout while adapting
+        self.params = list(self.model.parameters())
+        self.trained = [p.detach().clone() for p in self.params]
+        self.mean_square: list[Tensor | None] = [None] * len(self.params)
+        self.lr, self.decay = lr, decay
+        self.state = self.model.initial_state(1, next(model.parameters()).device)
+
+    def score_then_adapt(self, x: Tensor, y: Tensor) -> Tensor:
+        """Loss in nats on each target of y (1, T) given x (1, T), then one step on their mean."""
+        logits, state = self.model(x, self.state)
+        loss = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")[0]  # (T,)
+        self.model.zero_grad(set_to_none=True)
         loss.mean().backward()
+        beta, eps = 0.99, 1e-8
         with torch.no_grad():
-            for k, (p, p0) in enumerate(zip(params, original)):
+            for k, (p, p0) in enumerate(zip(self.params, self.trained)):
                 if p.grad is not None:
                     g2 = p.grad.square()
-                    mean_square[k] = g2 if mean_square[k] is None else mean_square[k].mul_(beta).add_(g2, alpha=1 - beta)
-                    p.addcdiv_(p.grad, mean_square[k].sqrt().add_(eps), value=-config.dynamic_lr)
-                p.add_(p0 - p, alpha=decay)
-        state = detach_state(state)
+                    ms = self.mean_square[k]
+                    self.mean_square[k] = ms = g2 if ms is None else ms.mul_(beta).add_(g2, alpha=1 - beta)
+                    p.addcdiv_(p.grad, ms.sqrt().add_(eps), value=-self.lr)
+                p.add_(p0 - p, alpha=self.decay)
+        self.state = detach_state(state)
+        return loss.detach()
+
+
+def dynamic_step_losses(model: CharRNN, ids: Tensor, *, config: EvalConfig,
+                        on_chars: Callable[[int], None] | None = None) -> Tensor:
+    """Dynamic evaluation (Krause et al. 2017; Graves 2013 §3.3) at each of config.dynamic_lr's steps.
+
+    One adapting copy of the model per step, all reading the text in order as one stream: each segment of
+    `dynamic_window` characters is scored with a copy's current weights, and only then does that copy step on
+    it, so nothing ahead of the position being scored ever touches the weights. The caller's model is unchanged.
+    Returns (K, len(ids) - 1): row k is the per-character loss in nats at step k; entry i scores ids[i + 1].
+    """
+    device = next(model.parameters()).device
+    copies = [_AdaptingCopy(model, lr, config.dynamic_decay) for lr in config.dynamic_lr]
+    flat = ids.long().to(device)
+    losses = torch.zeros(len(copies), len(ids) - 1)
+    window = config.dynamic_window
+    for start in range(0, len(ids) - 1, window):
+        y = flat[start + 1: start + window + 1].unsqueeze(0)
+        x = flat[start: start + y.shape[1]].unsqueeze(0)
+        for k, adapting in enumerate(copies):
+            losses[k, start: start + y.shape[1]] = adapting.score_then_adapt(x, y).cpu()
         if on_chars:
             on_chars(y.shape[1])
     return losses
+
+
+def fixed_share(losses: Tensor, share: float) -> Tensor:
+    """Per-character loss of the fixed-share mixture (Herbster and Warmuth 1998) of K predictors' probabilities.
+
+    losses: (K, N) nats. Each character is scored by the mixture with weights that only characters before it
+    set: after each one, every weight is multiplied by the probability its predictor gave that character, then
+    the fraction `share` of the total is spread evenly again, so the mixture can switch to whichever predictor
+    suits the current stretch of text. With K = 1 this is the one predictor's loss.
+    """
+    k = losses.shape[0]
+    # Log weights: a predictor far behind (weight e^-1000) still counts exactly when share is 0 (Bayes).
+    log_weights, spread, out = [-math.log(k)] * k, share / k, []
+    for row in losses.double().t().tolist():
+        joint = [w - loss for w, loss in zip(log_weights, row)]
+        top = max(joint)
+        log_total = top + math.log(sum(math.exp(j - top) for j in joint))
+        out.append(-log_total)
+        if share:
+            log_weights = [math.log((1.0 - share) * math.exp(j - log_total) + spread) for j in joint]
+        else:
+            log_weights = [j - log_total for j in joint]
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
+                            on_chars: Callable[[int], None] | None = None) -> Tensor:
+    """Per-character loss in nats of dynamic evaluation: the fixed-share mixture of its steps' predictions."""
+    return fixed_share(dynamic_step_losses(model, ids, config=config, on_chars=on_chars), config.dynamic_share)
 
 
 def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, config: EvalConfig, bf16: bool = False,
@@ -159,16 +205,18 @@ def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, con
     """Score a text that arrives in chunks of ids (bounded memory); `unknown` counts characters skipped."""
     start = time.perf_counter()
     total = total_static = 0.0
+    step_totals = [0.0] * len(config.dynamic_lr)
     chars = unknown = 0
     for ids, skipped in chunks:
         unknown += skipped
         if len(ids) < 2:
             continue
         if config.dynamic:
-            dyn = dynamic_losses_per_char(model, ids, config=config, on_chars=on_chars)
-            total += float(dyn.double().sum())
+            steps = dynamic_step_losses(model, ids, config=config, on_chars=on_chars)
+            step_totals = [t + float(row.double().sum()) for t, row in zip(step_totals, steps)]
+            total += float(fixed_share(steps, config.dynamic_share).double().sum())
             total_static += float(losses_per_char(model, ids, config=config, bf16=bf16).double().sum())
-            chars += len(dyn)
+            chars += steps.shape[1]
         else:
             losses = losses_per_char(model, ids, config=config, bf16=bf16, on_chars=on_chars)
             total += float(losses.double().sum())
@@ -180,6 +228,7 @@ def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, con
         seconds=seconds,
         unknown_chars=unknown,
         static_nats_per_char=(total_static / chars if chars else None) if config.dynamic else None,
+        dynamic_steps=tuple((lr, t / chars) for lr, t in zip(config.dynamic_lr, step_totals)) if config.dynamic and chars else (),
     )
 
 

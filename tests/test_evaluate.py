@@ -8,7 +8,7 @@ from charrnn import checkpoint
 from charrnn.cli import app
 from charrnn.config import EvalConfig
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import EvalResult, dynamic_losses_per_char, losses_per_char, stream_layout
+from charrnn.evaluate import EvalResult, dynamic_losses_per_char, dynamic_step_losses, fixed_share, losses_per_char, stream_layout
 from charrnn.model import CharRNN
 
 from .conftest import TINY_TEXT, tiny_config
@@ -54,15 +54,27 @@ def test_a_memorised_training_string_scores_close_to_its_training_loss(memorised
     assert json.loads(result.stdout)["nats_per_char"] == pytest.approx(train_loss, abs=0.1)
 
 
+def test_eval_takes_several_dynamic_steps_and_reports_each(memorised_run, runner):
+    result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--json", "--dynamic",
+                                 "--dynamic-lr", "1e-3", "--dynamic-lr", "3e-3"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [step["lr"] for step in report["dynamic_steps"]] == [1e-3, 3e-3]
+    result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--dynamic", "--dynamic-lr", "0"])
+    assert result.exit_code == 1 and "--dynamic-lr must be greater than 0" in result.stderr
+
+
 def test_json_has_exactly_the_documented_keys_and_types(memorised_run, runner):
     result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--json", "--dynamic"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     types = {"nats_per_char": float, "bits_per_char": float, "perplexity": float, "chars": int, "unknown_chars": int,
-             "chars_per_second": float, "checkpoint": str, "file": str, "static_bits_per_char": float}
+             "chars_per_second": float, "checkpoint": str, "file": str, "static_bits_per_char": float, "dynamic_steps": list}
     assert set(report) == set(types)
     for key, kind in types.items():
         assert isinstance(report[key], kind), key
+    assert [step["lr"] for step in report["dynamic_steps"]] == list(EvalConfig.dynamic_lr)
+    assert all(set(step) == {"lr", "bits_per_char"} and isinstance(step["bits_per_char"], float) for step in report["dynamic_steps"])
     assert report["chars"] == int(len(TINY_TEXT) * 0.1) - 1  # the validation split, all of it scored
 
 
@@ -105,11 +117,46 @@ def test_dynamic_evaluation_never_looks_ahead():
     ids = torch.randint(0, 29, (400,))
     changed = ids.clone()
     changed[250:] = torch.randint(0, 29, (150,))
-    config = EvalConfig(dynamic=True, dynamic_lr=0.05, dynamic_window=16)
-    a = dynamic_losses_per_char(model, ids, config=config)
-    b = dynamic_losses_per_char(model, changed, config=config)
-    assert torch.equal(a[:249], b[:249])  # entry i scores ids[i + 1]: everything before position 250 is unchanged
-    assert not torch.equal(a[249:], b[249:])
+    for steps in ((0.05,), (0.01, 0.05)):  # one adapting copy, and the mixture of two
+        config = EvalConfig(dynamic=True, dynamic_lr=steps, dynamic_window=16)
+        a = dynamic_losses_per_char(model, ids, config=config)
+        b = dynamic_losses_per_char(model, changed, config=config)
+        assert torch.equal(a[:249], b[:249])  # entry i scores ids[i + 1]: everything before position 250 is unchanged
+        assert not torch.equal(a[249:], b[249:])
+
+
+def test_each_step_adapts_its_own_copy_and_a_mixture_of_one_step_is_that_step():
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config())
+    ids = torch.randint(0, 29, (300,))
+    both = dynamic_step_losses(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=(0.01, 0.05), dynamic_window=16))
+    for k, lr in enumerate((0.01, 0.05)):
+        alone = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=lr, dynamic_window=16))
+        assert torch.equal(both[k], alone)  # the copies never share weights or optimiser state
+    assert not torch.equal(both[0], both[1])
+    assert EvalConfig(dynamic_lr=1e-3).dynamic_lr == (1e-3,)
+
+
+def test_fixed_share_follows_whichever_predictor_is_better_now():
+    good, bad = torch.full((500,), 0.5), torch.full((500,), 3.0)
+    losses = torch.stack([torch.cat([good, bad]), torch.cat([bad, good])])  # the better one switches halfway
+    bayes = fixed_share(losses, 0.0).double().sum()
+    closed_form = -torch.logsumexp(-losses.double().sum(1), 0) + math.log(2)  # Bayes: -log(mean of exp(-total))
+    assert bayes.item() == pytest.approx(closed_form.item(), abs=1e-3)  # exact but for float32 per-char rounding
+    switching = fixed_share(losses, 0.01).double().sum()
+    assert switching < bayes - 500  # Bayes stays with the first predictor; fixed share moves within a few chars
+    assert switching < losses.double().sum(1).min() - 500
+    assert torch.equal(fixed_share(losses[:1], 0.01), losses[0])  # one predictor: its own losses, exactly
+    later_changed = losses.clone()
+    later_changed[:, 700:] = 9.0
+    assert torch.equal(fixed_share(losses, 0.01)[:700], fixed_share(later_changed, 0.01)[:700])  # no look-ahead
+
+
+@pytest.mark.parametrize("options, message", [({"dynamic_lr": ()}, "--dynamic-lr"), ({"dynamic_lr": (1e-3, 0.0)}, "--dynamic-lr"),
+                                              ({"dynamic_share": 1.5}, "--dynamic-share")])
+def test_bad_dynamic_settings_are_errors(options, message):
+    with pytest.raises(CharRNNError, match=message):
+        EvalConfig(**options)
 
 
 def test_dynamic_evaluation_improves_on_a_repeated_passage():
