@@ -257,12 +257,12 @@ def evaluate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on characters the model does not know (default: skip and count them).")] = False,
     dynamic: Annotated[bool, typer.Option(help="Dynamic evaluation: adapt the weights to the text already scored (Krause et al. 2017).")] = False,
-    dynamic_lr: Annotated[Optional[list[float]], typer.Option(
-        metavar="STEP", show_default=", ".join(f"{lr:g}" for lr in EvalConfig.dynamic_lr),
+    dynamic_lr: Annotated[list[float], typer.Option(
+        metavar="STEP",
         help="Learning rate of dynamic evaluation's RMS-normalised steps; give it again for more steps. Each step adapts "
              "its own copy of the model (one more pass's time) and the score is their predictions' fixed-share mixture, "
              "which follows whichever step suits the text: the default pair beat every single step on prose and code. "
-             "One value runs one copy, twice as fast.")] = None,
+             "One value runs one copy, twice as fast.")] = EvalConfig.dynamic_lr,
     dynamic_share: Annotated[float, typer.Option(
         help="Dynamic evaluation with several steps: fraction of the mixture's weight spread evenly again after each "
              "character, so it can switch steps.")] = EvalConfig.dynamic_share,
@@ -286,7 +286,7 @@ def evaluate_command(
         source = model.text_source(file, encoding=encoding)
         progress = ui.CountProgress(source.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
         try:
-            result = model.evaluate(source, dynamic=dynamic, dynamic_lr=dynamic_lr or EvalConfig.dynamic_lr, dynamic_share=dynamic_share,
+            result = model.evaluate(source, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_share=dynamic_share,
                                     dynamic_window=dynamic_window, dynamic_decay=dynamic_decay, streams=streams, strict=strict,
                                     precision=precision, on_chars=progress)
         finally:
