@@ -159,16 +159,16 @@ def dynamic_step_losses(model: CharRNN, ids: Tensor, *, config: EvalConfig,
     device = next(model.parameters()).device
     copies = [_AdaptingCopy(model, lr, config.dynamic_decay) for lr in config.dynamic_lr]
     flat = ids.long().to(device)
-    losses = torch.zeros(len(copies), len(ids) - 1)
+    losses = torch.zeros(len(copies), len(ids) - 1, device=device)  # on the device: no sync per segment on a GPU
     window = config.dynamic_window
     for start in range(0, len(ids) - 1, window):
         y = flat[start + 1: start + window + 1].unsqueeze(0)
         x = flat[start: start + y.shape[1]].unsqueeze(0)
         for k, adapting in enumerate(copies):
-            losses[k, start: start + y.shape[1]] = adapting.score_then_adapt(x, y).cpu()
+            losses[k, start: start + y.shape[1]] = adapting.score_then_adapt(x, y)
         if on_chars:
             on_chars(y.shape[1])
-    return losses
+    return losses.cpu()
 
 
 def fixed_share(losses: Tensor, share: float) -> Tensor:
