@@ -31,9 +31,9 @@ class EvalResult:
     seconds: float
     unknown_chars: int = 0
     static_nats_per_char: float | None = None  # with dynamic evaluation: the same text scored without adapting
-    dynamic_steps: tuple[tuple[float, float], ...] = ()  # with dynamic evaluation: (step, nats/char) of each step alone
     file: str | None = None  # what was scored and with which checkpoint, where known
     checkpoint: str | None = None
+    dynamic_steps: tuple[tuple[float, float], ...] = ()  # with dynamic evaluation: (step, nats/char) of each step alone
 
     def to_dict(self) -> dict:
         report = {"nats_per_char": self.nats_per_char, "bits_per_char": self.bits_per_char,
