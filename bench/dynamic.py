@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 import charrnn  # noqa: E402
-from charrnn.config import EvalConfig, bits  # noqa: E402
+from charrnn.config import EvalConfig  # noqa: E402
 
 
 def floats(text: str) -> list[float]:
@@ -55,7 +55,7 @@ def main() -> None:
         print(json.dumps({"run": args.run, "file": args.file, "static_bits_per_char": round(static, 4),
                           "lr": list(lr), "share": share, "window": window, "decay": decay,
                           "dynamic_bits_per_char": round(result.bits_per_char, 4),
-                          "each_step_bits_per_char": [round(bits(nats), 4) for _, nats in result.dynamic_steps],
+                          "each_step_bits_per_char": [round(b, 4) for _, b in result.dynamic_steps_bits_per_char],
                           "gain": round(static - result.bits_per_char, 4),
                           "seconds": round(time.perf_counter() - start, 1)}), flush=True)
 

@@ -42,7 +42,7 @@ class EvalResult:
         if self.static_nats_per_char is not None:
             report["static_bits_per_char"] = self.static_bits_per_char
         if self.dynamic_steps:
-            report["dynamic_steps"] = [{"lr": lr, "bits_per_char": bits(nats)} for lr, nats in self.dynamic_steps]
+            report["dynamic_steps"] = [{"lr": lr, "bits_per_char": b} for lr, b in self.dynamic_steps_bits_per_char]
         return report
 
     @property
@@ -60,6 +60,11 @@ class EvalResult:
     @property
     def static_bits_per_char(self) -> float | None:
         return None if self.static_nats_per_char is None else bits(self.static_nats_per_char)
+
+    @property
+    def dynamic_steps_bits_per_char(self) -> tuple[tuple[float, float], ...]:
+        """(step, bits/char) of each dynamic-evaluation step alone."""
+        return tuple((lr, bits(nats)) for lr, nats in self.dynamic_steps)
 
 
 def stream_layout(n: int, streams: int, burn_in: int) -> tuple[Tensor, Tensor, Tensor]:

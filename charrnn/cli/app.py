@@ -19,7 +19,7 @@ from charrnn import __version__
 from charrnn.cli import inspect_commands
 from charrnn.cli.common import CheckpointOption, DeviceOption, ThreadsOption, given_options, user_errors
 from charrnn.cli.corpus import corpus_app
-from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit, bits
+from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit
 
 # torch warns on import when numpy is absent; charrnn never needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -302,7 +302,7 @@ def evaluate_command(
                 ("nats/char", f"{result.nats_per_char:.4f}"), ("bits/char", f"{result.bits_per_char:.4f}"),
                 ("perplexity", f"{result.perplexity:.3f}"), ("speed", f"{result.chars_per_second:,.0f} chars/s")]
         if dynamic:
-            steps = [(f"bits/char, step {lr:g} alone", f"{bits(nats):.4f}") for lr, nats in result.dynamic_steps]
+            steps = [(f"bits/char, step {lr:g} alone", f"{b:.4f}") for lr, b in result.dynamic_steps_bits_per_char]
             rows[5:5] = [("static bits/char", f"{result.static_bits_per_char:.4f}")] + (steps if len(steps) > 1 else [])
         ui.key_value_table("charrnn eval", rows)
 
