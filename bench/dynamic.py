@@ -3,9 +3,11 @@
     python bench/dynamic.py RUN_DIR HELD_OUT.txt                         # the default grid
     python bench/dynamic.py RUN_DIR HELD_OUT.txt --lr 1e-3,3e-3 --window 50 --decay 0,0.01
     python bench/dynamic.py RUN_DIR HELD_OUT.txt --lr 8e-4,5e-4+1.5e-3 --share 0.003,0.01,0.03
+    python bench/dynamic.py RUN_DIR HELD_OUT.txt --lr 3e-4+2.5e-3,3e-4+2.5e-3+1.5e-3@16
 
 Each setting scores the whole file once, adapting as it goes (charrnn eval --dynamic); "a+b" is one setting of
-two steps, scored as their fixed-share mixture (--share). The numbers depend on the model and the text, not on
+two steps, scored as their fixed-share mixture (--share); "b@16" gives that step its own window (otherwise
+--window's). The numbers depend on the model and the text, not on
 the machine, so any run of this script can be compared with any other.
 """
 
@@ -29,8 +31,12 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def step_sets(text: str) -> list[tuple[float, ...]]:
-    return [tuple(float(v) for v in setting.split("+")) for setting in text.split(",")]
+def step_sets(text: str) -> list[tuple[tuple[float, int | None], ...]]:
+    """"a+b@16,c": [((a, None), (b, 16)), ((c, None),)]: steps, each with its own window or None."""
+    def step(item: str) -> tuple[float, int | None]:
+        lr, _, window = item.partition("@")
+        return float(lr), int(window) if window else None
+    return [tuple(step(item) for item in setting.split("+")) for setting in text.split(",")]
 
 
 def main() -> None:
@@ -38,7 +44,7 @@ def main() -> None:
     parser.add_argument("run", help="a run directory or .pt file")
     parser.add_argument("file", help="held-out text the run never trained on")
     # The default grid steps around charrnn's own --dynamic-lr, at its own window and decay.
-    parser.add_argument("--lr", type=step_sets, default=[(3e-4,), (8e-4,), (1.5e-3,), EvalConfig.dynamic_lr])
+    parser.add_argument("--lr", type=step_sets, default=step_sets("3e-4,8e-4,1.5e-3," + "+".join(f"{lr:g}" for lr in EvalConfig.dynamic_lr)))
     parser.add_argument("--share", type=floats, default=[EvalConfig.dynamic_share])
     parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[EvalConfig.dynamic_window])
     parser.add_argument("--decay", type=floats, default=[EvalConfig.dynamic_decay])
@@ -48,14 +54,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = charrnn.load(args.run, device="cpu")
     static = model.evaluate(args.file).bits_per_char
-    for window, lr, decay, share in itertools.product(args.window, args.lr, args.decay, args.share):
+    for window, steps, decay, share in itertools.product(args.window, args.lr, args.decay, args.share):
+        lr, windows = [lr for lr, _ in steps], [own or window for _, own in steps]
         start = time.perf_counter()
-        result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_share=share, dynamic_window=window,
+        result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_share=share, dynamic_window=windows,
                                 dynamic_decay=decay)
         print(json.dumps({"run": args.run, "file": args.file, "static_bits_per_char": round(static, 4),
-                          "lr": list(lr), "share": share, "window": window, "decay": decay,
+                          "lr": lr, "share": share, "window": windows, "decay": decay,
                           "dynamic_bits_per_char": round(result.bits_per_char, 4),
-                          "each_step_bits_per_char": [round(b, 4) for _, b in result.dynamic_steps_bits_per_char],
+                          "each_step_bits_per_char": [round(b, 4) for _, _, b in result.dynamic_steps_bits_per_char],
                           "gain": round(static - result.bits_per_char, 4),
                           "seconds": round(time.perf_counter() - start, 1)}), flush=True)
 

@@ -193,7 +193,8 @@ class EvalConfig:
     # on every held-out text measured (bench/QUALITY.md, session 27). A plain number means one step.
     dynamic_lr: tuple[float, ...] = (3e-4, 2.5e-3)
     dynamic_share: float = 0.03  # fixed share: weight spread evenly again after each character
-    dynamic_window: int = 64
+    # Characters between a copy's updates: one value for every copy, or one per step (normalised to one per step).
+    dynamic_window: int | tuple[int, ...] = 64
     dynamic_decay: float = 0.001  # fraction of the way back to the trained weights per update
 
     def __post_init__(self):
@@ -203,7 +204,16 @@ class EvalConfig:
         object.__setattr__(self, "dynamic_lr", tuple(float(step) for step in steps))  # frozen: normalise once
         for step in self.dynamic_lr:
             _positive("dynamic_lr", step)
-        for name in ("streams", "burn_in", "window", "dynamic_window"):
+        windows = (self.dynamic_window,) if isinstance(self.dynamic_window, int) else tuple(self.dynamic_window)
+        if len(windows) == 1:
+            windows *= len(steps)
+        if len(windows) != len(steps):
+            raise CharRNNError(f"--dynamic-window takes one value for every step or one per --dynamic-lr; "
+                               f"got {len(windows)} windows for {len(steps)} steps")
+        object.__setattr__(self, "dynamic_window", tuple(int(window) for window in windows))
+        for window in self.dynamic_window:
+            _positive("dynamic_window", window)
+        for name in ("streams", "burn_in", "window"):
             _positive(name, getattr(self, name))
         for name in ("dynamic_decay", "dynamic_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:

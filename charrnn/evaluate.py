@@ -33,7 +33,8 @@ class EvalResult:
     static_nats_per_char: float | None = None  # with dynamic evaluation: the same text scored without adapting
     file: str | None = None  # what was scored and with which checkpoint, where known
     checkpoint: str | None = None
-    dynamic_steps: tuple[tuple[float, float], ...] = ()  # with dynamic evaluation: (step, nats/char) of each step alone
+    # With dynamic evaluation: (step, window, nats/char) of each adapting copy alone.
+    dynamic_steps: tuple[tuple[float, int, float], ...] = ()
 
     def to_dict(self) -> dict:
         report = {"nats_per_char": self.nats_per_char, "bits_per_char": self.bits_per_char,
@@ -42,7 +43,8 @@ class EvalResult:
         if self.static_nats_per_char is not None:
             report["static_bits_per_char"] = self.static_bits_per_char
         if self.dynamic_steps:
-            report["dynamic_steps"] = [{"lr": lr, "bits_per_char": b} for lr, b in self.dynamic_steps_bits_per_char]
+            report["dynamic_steps"] = [{"lr": lr, "window": window, "bits_per_char": b}
+                                       for lr, window, b in self.dynamic_steps_bits_per_char]
         return report
 
     @property
@@ -62,9 +64,9 @@ class EvalResult:
         return None if self.static_nats_per_char is None else bits(self.static_nats_per_char)
 
     @property
-    def dynamic_steps_bits_per_char(self) -> tuple[tuple[float, float], ...]:
-        """(step, bits/char) of each dynamic-evaluation step alone."""
-        return tuple((lr, bits(nats)) for lr, nats in self.dynamic_steps)
+    def dynamic_steps_bits_per_char(self) -> tuple[tuple[float, int, float], ...]:
+        """(step, window, bits/char) of each dynamic-evaluation copy alone."""
+        return tuple((lr, window, bits(nats)) for lr, window, nats in self.dynamic_steps)
 
 
 def stream_layout(n: int, streams: int, burn_in: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -156,23 +158,29 @@ def dynamic_step_losses(model: CharRNN, ids: Tensor, *, config: EvalConfig,
                         on_chars: Callable[[int], None] | None = None) -> Tensor:
     """Dynamic evaluation (Krause et al. 2017; Graves 2013 §3.3) at each of config.dynamic_lr's steps.
 
-    One adapting copy of the model per step, all reading the text in order as one stream: each segment of
-    `dynamic_window` characters is scored with a copy's current weights, and only then does that copy step on
-    it, so nothing ahead of the position being scored ever touches the weights. The caller's model is unchanged.
+    One adapting copy of the model per step, each reading the text in order as one stream: each segment of its
+    window (config.dynamic_window, one per step) is scored with the copy's current weights, and only then does
+    the copy step on it, so nothing ahead of the position being scored ever touches the weights. The copies
+    advance together, a block of the longest window at a time. The caller's model is unchanged.
     Returns (K, len(ids) - 1): row k is the per-character loss in nats at step k; entry i scores ids[i + 1].
     """
     device = next(model.parameters()).device
     copies = [_AdaptingCopy(model, lr, config.dynamic_decay) for lr in config.dynamic_lr]
     flat = ids.long().to(device)
-    losses = torch.zeros(len(copies), len(ids) - 1, device=device)  # on the device: no sync per segment on a GPU
-    window = config.dynamic_window
-    for start in range(0, len(ids) - 1, window):
-        y = flat[start + 1: start + window + 1].unsqueeze(0)
-        x = flat[start: start + y.shape[1]].unsqueeze(0)
-        for k, adapting in enumerate(copies):
-            losses[k, start: start + y.shape[1]] = adapting.score_then_adapt(x, y)
+    pairs = len(ids) - 1
+    losses = torch.zeros(len(copies), pairs, device=device)  # on the device: no sync per segment on a GPU
+    windows, block = config.dynamic_window, max(config.dynamic_window)
+    next_start = [0] * len(copies)  # where each copy's next segment begins
+    for block_start in range(0, pairs, block):
+        block_end = min(block_start + block, pairs)
+        for k, (adapting, window) in enumerate(zip(copies, windows)):
+            while (start := next_start[k]) < block_end:
+                y = flat[start + 1: start + window + 1].unsqueeze(0)
+                x = flat[start: start + y.shape[1]].unsqueeze(0)
+                losses[k, start: start + y.shape[1]] = adapting.score_then_adapt(x, y)
+                next_start[k] = start + window
         if on_chars:
-            on_chars(y.shape[1])
+            on_chars(block_end - block_start)
     return losses.cpu()
 
 
@@ -233,7 +241,8 @@ def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, con
         seconds=seconds,
         unknown_chars=unknown,
         static_nats_per_char=(total_static / chars if chars else None) if config.dynamic else None,
-        dynamic_steps=tuple((lr, t / chars) for lr, t in zip(config.dynamic_lr, step_totals)) if config.dynamic and chars else (),
+        dynamic_steps=(tuple((lr, window, t / chars) for lr, window, t in zip(config.dynamic_lr, config.dynamic_window, step_totals))
+                       if config.dynamic and chars else ()),
     )
 
 

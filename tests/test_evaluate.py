@@ -59,9 +59,16 @@ def test_eval_takes_several_dynamic_steps_and_reports_each(memorised_run, runner
                                  "--dynamic-lr", "1e-3", "--dynamic-lr", "3e-3"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [step["lr"] for step in report["dynamic_steps"]] == [1e-3, 3e-3]
+    assert [(step["lr"], step["window"]) for step in report["dynamic_steps"]] == [(1e-3, 64), (3e-3, 64)]
+    result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--json", "--dynamic", "--dynamic-lr", "1e-3",
+                                 "--dynamic-lr", "3e-3", "--dynamic-window", "64", "--dynamic-window", "8"])
+    assert result.exit_code == 0, result.stderr
+    assert [(step["lr"], step["window"]) for step in json.loads(result.stdout)["dynamic_steps"]] == [(1e-3, 64), (3e-3, 8)]
     result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--dynamic", "--dynamic-lr", "0"])
     assert result.exit_code == 1 and "--dynamic-lr must be greater than 0" in result.stderr
+    result = runner.invoke(app, ["eval", "--checkpoint", str(memorised_run), "--dynamic", "--dynamic-window", "8",
+                                 "--dynamic-window", "16", "--dynamic-window", "32"])
+    assert result.exit_code == 1 and "got 3 windows for 2 steps" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_json_has_exactly_the_documented_keys_and_types(memorised_run, runner):
@@ -74,7 +81,8 @@ def test_json_has_exactly_the_documented_keys_and_types(memorised_run, runner):
     for key, kind in types.items():
         assert isinstance(report[key], kind), key
     assert [step["lr"] for step in report["dynamic_steps"]] == list(EvalConfig.dynamic_lr)
-    assert all(set(step) == {"lr", "bits_per_char"} and isinstance(step["bits_per_char"], float) for step in report["dynamic_steps"])
+    assert all(set(step) == {"lr", "window", "bits_per_char"} and isinstance(step["bits_per_char"], float)
+               for step in report["dynamic_steps"])
     assert report["chars"] == int(len(TINY_TEXT) * 0.1) - 1  # the validation split, all of it scored
 
 
@@ -117,8 +125,10 @@ def test_dynamic_evaluation_never_looks_ahead():
     ids = torch.randint(0, 29, (400,))
     changed = ids.clone()
     changed[250:] = torch.randint(0, 29, (150,))
-    for steps in ((0.05,), (0.01, 0.05)):  # one adapting copy, and the mixture of two
-        config = EvalConfig(dynamic=True, dynamic_lr=steps, dynamic_window=16)
+    # One adapting copy; the mixture of two; two with their own windows, one not dividing the other, so its
+    # segments straddle the blocks the copies advance by.
+    for steps, windows in (((0.05,), 16), ((0.01, 0.05), 16), ((0.01, 0.05), (16, 7))):
+        config = EvalConfig(dynamic=True, dynamic_lr=steps, dynamic_window=windows)
         a = dynamic_losses_per_char(model, ids, config=config)
         b = dynamic_losses_per_char(model, changed, config=config)
         assert torch.equal(a[:249], b[:249])  # entry i scores ids[i + 1]: everything before position 250 is unchanged
@@ -129,12 +139,14 @@ def test_each_step_adapts_its_own_copy_and_a_mixture_of_one_step_is_that_step():
     torch.manual_seed(0)
     model = CharRNN(tiny_config())
     ids = torch.randint(0, 29, (300,))
-    both = dynamic_step_losses(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=(0.01, 0.05), dynamic_window=16))
-    for k, lr in enumerate((0.01, 0.05)):
-        alone = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=lr, dynamic_window=16))
-        assert torch.equal(both[k], alone)  # the copies never share weights or optimiser state
-    assert not torch.equal(both[0], both[1])
+    for windows in ((16, 16), (16, 7)):  # the same window, and each copy its own
+        both = dynamic_step_losses(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=(0.01, 0.05), dynamic_window=windows))
+        for k, lr in enumerate((0.01, 0.05)):
+            alone = dynamic_losses_per_char(model, ids, config=EvalConfig(dynamic=True, dynamic_lr=lr, dynamic_window=windows[k]))
+            assert torch.equal(both[k], alone)  # the copies never share weights or optimiser state
+        assert not torch.equal(both[0], both[1])
     assert EvalConfig(dynamic_lr=1e-3).dynamic_lr == (1e-3,)
+    assert EvalConfig(dynamic_lr=(1e-3, 2e-3), dynamic_window=32).dynamic_window == (32, 32)  # one window: every copy's
 
 
 def test_fixed_share_follows_whichever_predictor_is_better_now():
@@ -153,7 +165,9 @@ def test_fixed_share_follows_whichever_predictor_is_better_now():
 
 
 @pytest.mark.parametrize("options, message", [({"dynamic_lr": ()}, "--dynamic-lr"), ({"dynamic_lr": (1e-3, 0.0)}, "--dynamic-lr"),
-                                              ({"dynamic_share": 1.5}, "--dynamic-share")])
+                                              ({"dynamic_share": 1.5}, "--dynamic-share"),
+                                              ({"dynamic_lr": (1e-3, 2e-3), "dynamic_window": (16, 32, 64)}, "3 windows for 2 steps"),
+                                              ({"dynamic_window": (16, 0)}, "--dynamic-window must be greater than 0")])
 def test_bad_dynamic_settings_are_errors(options, message):
     with pytest.raises(CharRNNError, match=message):
         EvalConfig(**options)
