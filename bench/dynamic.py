@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("run", help="a run directory or .pt file")
     parser.add_argument("file", help="held-out text the run never trained on")
     # The default grid steps around charrnn's own --dynamic-lr, at its own window and decay.
-    parser.add_argument("--lr", type=step_sets, default=step_sets("3e-4,8e-4,1.5e-3," + "+".join(f"{lr:g}" for lr in EvalConfig.dynamic_lr)))
+    parser.add_argument("--lr", type=step_sets, default=step_sets("3e-4,8e-4,1.5e-3@16," + "+".join(f"{lr:g}" for lr in EvalConfig.dynamic_lr)))
     parser.add_argument("--share", type=floats, default=[EvalConfig.dynamic_share])
-    parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[EvalConfig.dynamic_window])
+    # --window applies to steps without their own; with neither, charrnn's default (64; the default pair's own).
+    parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[None])
     parser.add_argument("--decay", type=floats, default=[EvalConfig.dynamic_decay])
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -55,12 +56,14 @@ def main() -> None:
     model = charrnn.load(args.run, device="cpu")
     static = model.evaluate(args.file).bits_per_char
     for window, steps, decay, share in itertools.product(args.window, args.lr, args.decay, args.share):
-        lr, windows = [lr for lr, _ in steps], [own or window for _, own in steps]
+        lr, windows = [lr for lr, _ in steps], [own or window or 64 for _, own in steps]
+        if window is None and all(own is None for _, own in steps):
+            windows = None
         start = time.perf_counter()
         result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_share=share, dynamic_window=windows,
                                 dynamic_decay=decay)
         print(json.dumps({"run": args.run, "file": args.file, "static_bits_per_char": round(static, 4),
-                          "lr": lr, "share": share, "window": windows, "decay": decay,
+                          "lr": lr, "share": share, "window": [w for _, w, _ in result.dynamic_steps], "decay": decay,
                           "dynamic_bits_per_char": round(result.bits_per_char, 4),
                           "each_step_bits_per_char": [round(b, 4) for _, _, b in result.dynamic_steps_bits_per_char],
                           "gain": round(static - result.bits_per_char, 4),

@@ -162,15 +162,15 @@ class Model:
 
     def evaluate(self, file: str | Path | TextSource | None = None, *, dynamic: bool = False,
                  dynamic_lr: float | Sequence[float] = EvalConfig.dynamic_lr, dynamic_share: float = EvalConfig.dynamic_share,
-                 dynamic_window: int | Sequence[int] = EvalConfig.dynamic_window, dynamic_decay: float = EvalConfig.dynamic_decay,
+                 dynamic_window: int | Sequence[int] | None = None, dynamic_decay: float = EvalConfig.dynamic_decay,
                  streams: int = 64, strict: bool = False,
                  precision: Precision | str = Precision.FP32, encoding: str = "utf-8",
                  on_chars: Callable[[int], None] | None = None) -> EvalResult:
         """How well the model predicts `file` (default: its own held-out validation text): nats and bits per character,
         perplexity. Unknown characters are skipped and counted (or an error with strict). dynamic=True adapts
         the weights to the text already scored (Krause et al. 2017): one adapting copy per step in dynamic_lr,
-        each updating every dynamic_window characters (one value for all, or one per step), their predictions
-        mixed by fixed share. `to_dict()` gives `charrnn eval --json`."""
+        each updating every dynamic_window characters (one value for all, or one per step; None: the default
+        pair's own, else 64), their predictions mixed by fixed share. `to_dict()` gives `charrnn eval --json`."""
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_share=dynamic_share,
                             dynamic_window=dynamic_window, dynamic_decay=dynamic_decay)
         source = file if isinstance(file, TextSource) else self.text_source(file, encoding=encoding)

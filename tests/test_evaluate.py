@@ -80,7 +80,7 @@ def test_json_has_exactly_the_documented_keys_and_types(memorised_run, runner):
     assert set(report) == set(types)
     for key, kind in types.items():
         assert isinstance(report[key], kind), key
-    assert [step["lr"] for step in report["dynamic_steps"]] == list(EvalConfig.dynamic_lr)
+    assert [(step["lr"], step["window"]) for step in report["dynamic_steps"]] == [(3e-4, 64), (1.5e-3, 16)]  # the default pair
     assert all(set(step) == {"lr", "window", "bits_per_char"} and isinstance(step["bits_per_char"], float)
                for step in report["dynamic_steps"])
     assert report["chars"] == int(len(TINY_TEXT) * 0.1) - 1  # the validation split, all of it scored
@@ -147,6 +147,9 @@ def test_each_step_adapts_its_own_copy_and_a_mixture_of_one_step_is_that_step():
         assert not torch.equal(both[0], both[1])
     assert EvalConfig(dynamic_lr=1e-3).dynamic_lr == (1e-3,)
     assert EvalConfig(dynamic_lr=(1e-3, 2e-3), dynamic_window=32).dynamic_window == (32, 32)  # one window: every copy's
+    # No window given: the default pair keeps its own windows, steps a user chooses get 64 each.
+    assert EvalConfig().dynamic_window == EvalConfig(dynamic_lr=(3e-4, 1.5e-3)).dynamic_window == (64, 16)
+    assert EvalConfig(dynamic_lr=1.5e-3).dynamic_window == (64,)
 
 
 def test_fixed_share_follows_whichever_predictor_is_better_now():
