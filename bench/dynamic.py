@@ -24,7 +24,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 import charrnn  # noqa: E402
-from charrnn.config import EvalConfig  # noqa: E402
+from charrnn.config import DYNAMIC_WINDOW, EvalConfig  # noqa: E402
 
 
 def floats(text: str) -> list[float]:
@@ -46,7 +46,7 @@ def main() -> None:
     # The default grid steps around charrnn's own --dynamic-lr, at its own window and decay.
     parser.add_argument("--lr", type=step_sets, default=step_sets("3e-4,8e-4,1.5e-3@16," + "+".join(f"{lr:g}" for lr in EvalConfig.dynamic_lr)))
     parser.add_argument("--share", type=floats, default=[EvalConfig.dynamic_share])
-    # --window applies to steps without their own; with neither, charrnn's default (64; the default pair's own).
+    # --window applies to steps without their own; with none given anywhere, charrnn's default (the default pair's own).
     parser.add_argument("--window", type=lambda t: [int(v) for v in t.split(",")], default=[None])
     parser.add_argument("--decay", type=floats, default=[EvalConfig.dynamic_decay])
     parser.add_argument("--threads", type=int, default=None)
@@ -56,9 +56,8 @@ def main() -> None:
     model = charrnn.load(args.run, device="cpu")
     static = model.evaluate(args.file).bits_per_char
     for window, steps, decay, share in itertools.product(args.window, args.lr, args.decay, args.share):
-        lr, windows = [lr for lr, _ in steps], [own or window or 64 for _, own in steps]
-        if window is None and all(own is None for _, own in steps):
-            windows = None
+        lr, own = [lr for lr, _ in steps], [w for _, w in steps]
+        windows = window if all(w is None for w in own) else [w or window or DYNAMIC_WINDOW for w in own]
         start = time.perf_counter()
         result = model.evaluate(args.file, dynamic=True, dynamic_lr=lr, dynamic_share=share, dynamic_window=windows,
                                 dynamic_decay=decay)

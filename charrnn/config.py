@@ -182,6 +182,7 @@ class SampleConfig:
 
 # Dynamic evaluation's default copies: (steps, windows), the first copy adapting slowly, the second fast and often.
 DYNAMIC_COPIES: tuple[tuple[float, ...], tuple[int, ...]] = ((3e-4, 1.5e-3), (64, 16))
+DYNAMIC_WINDOW = 64  # the window of a step a user chooses without giving one
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ class EvalConfig:
             _positive("dynamic_lr", step)
         windows = (self.dynamic_window,) if isinstance(self.dynamic_window, int) else tuple(self.dynamic_window or ())
         if not windows:  # none given (None or empty)
-            windows = DYNAMIC_COPIES[1] if self.dynamic_lr == DYNAMIC_COPIES[0] else (64,)
+            windows = DYNAMIC_COPIES[1] if self.dynamic_lr == DYNAMIC_COPIES[0] else (DYNAMIC_WINDOW,)
         if len(windows) == 1:
             windows *= len(steps)
         if len(windows) != len(steps):
