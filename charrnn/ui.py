@@ -64,18 +64,21 @@ class TrainProgress:
 
 
 class CountProgress:
-    """A tqdm bar over a known number of characters (eval, show)."""
+    """A tqdm bar over a known number of characters (eval). It appears with the first characters scored, so an
+    error found before then (an empty file, an option out of range) is the only line on stderr."""
 
     def __init__(self, total: int, desc: str, quiet: bool):
         self.bar = None
-        if not quiet:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="char", unit_scale=True, dynamic_ncols=True)
+        self.total, self.desc, self.quiet = total, desc, quiet
 
     def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="char", unit_scale=True, dynamic_ncols=True)
+        self.bar.update(n)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -117,6 +117,19 @@ def test_an_empty_or_unknown_file_is_an_error(memorised_run, runner, tmp_path, c
     path.write_text(content)
     result = runner.invoke(app, ["eval", str(path), "--checkpoint", str(memorised_run)])
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # no progress bar before the error
+
+
+@pytest.mark.parametrize("args, message", [(["--streams", "0"], "--streams"), (["--dynamic", "--dynamic-lr", "0"], "--dynamic-lr"),
+                                           (["--dynamic", "--dynamic-window", "8", "--dynamic-window", "8", "--dynamic-window", "8"],
+                                            "3 windows for 2 steps"),
+                                           (["--threads", "0"], "--threads")])
+def test_bad_eval_options_get_one_clear_line(memorised_run, runner, tmp_path, args, message):
+    path = tmp_path / "f.txt"
+    path.write_text(TINY_TEXT)
+    result = runner.invoke(app, ["eval", str(path), "--checkpoint", str(memorised_run), *args])
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
 
 
 def test_dynamic_evaluation_never_looks_ahead():
