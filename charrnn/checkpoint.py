@@ -7,6 +7,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -113,10 +114,16 @@ def remove_stray_temporaries(run_dir: Path) -> None:
 
 
 class RunLock:
-    """An exclusive lock on a run directory (flock): a second `train` refuses; the kernel drops it when a process dies."""
+    """An exclusive lock on a run directory (flock): a second `train` refuses; the kernel drops it when a process dies.
 
-    def __init__(self, run_dir: Path):
+    `created`: the folders this run made for the directory (files.missing_folders, deepest first). If nothing but
+    the lock is in it at exit (the run failed before its first checkpoint), they go again, so a mistyped option or
+    a bad corpus leaves no empty run directory behind.
+    """
+
+    def __init__(self, run_dir: Path, *, created: Sequence[Path] = ()):
         self.path = Path(run_dir) / LOCK
+        self.created = list(created)
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -136,9 +143,15 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        unused = bool(self.created) and [p.name for p in self.path.parent.iterdir()] == [LOCK]
+        if unused:
+            self.path.unlink()  # while still held: a run starting now finds the lock taken, or no file at all
+        os.close(self._fd)
+        self._fd = None
+        if unused:
+            files.remove_empty_folders(self.created)
 
 
 def summarize(path: Path, state: dict) -> dict:

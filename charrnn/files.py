@@ -86,6 +86,24 @@ def output_dir(path: Path, option: str, *, named: Path | None = None) -> Path:
     return path
 
 
+def missing_folders(path: Path) -> list[Path]:
+    """The folders that output_dir(path) would create, deepest first."""
+    missing, path = [], Path(path)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove each folder, deepest first, stopping at the first that is not empty (or cannot go)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def output_file(path: Path, option: str) -> Path:
     """A file to (over)write: not a folder; its parent folders are created; an unwritable place is an error."""
     path = Path(path)

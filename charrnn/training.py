@@ -294,8 +294,9 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
     try:
         if job.threads:
             torch.set_num_threads(job.threads)
+        created = files.missing_folders(job.out)
         files.output_dir(job.out, "--out")
-        lock = checkpoint.RunLock(job.out) if ctx.is_main else None  # first: a concurrent run is told so
+        lock = checkpoint.RunLock(job.out, created=created) if ctx.is_main else None  # first: a concurrent run is told so
         if lock:
             lock.__enter__()
         try:

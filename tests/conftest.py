@@ -42,7 +42,7 @@ def tiny_config(vocab_size: int = 29, **overrides) -> ModelConfig:
 
 
 def tiny_job(corpus: Path, out: Path, *, steps: int = 20, **train_overrides) -> TrainJob:
-    # fp32 unless a test asks: on a CPU with bf16, auto times both and may pick either, and tests compare runs
+    # fp32 unless a test asks: on a CPU with native bf16, auto picks bf16, and tests compare runs bit for bit
     train = {"seq_len": 16, "batch_size": 4, "steps": steps, "eval_every": 10, "warmup_steps": 5, "val_fraction": 0.1,
              "precision": "fp32", **train_overrides}
     return TrainJob(corpus_path=corpus, corpus_name=corpus.stem, out=out, device="cpu",

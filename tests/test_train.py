@@ -118,6 +118,21 @@ def test_a_new_run_refuses_to_overwrite_an_existing_one(tiny_corpus, tmp_path):
         run(tiny_job(tiny_corpus, tmp_path / "r", steps=2))
 
 
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folders_behind(tiny_corpus, tmp_path):
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00 not text" * 10)
+    with pytest.raises(CharRNNError, match="utf-8"):
+        run(tiny_job(binary, tmp_path / "runs" / "new", steps=2))
+    assert not (tmp_path / "runs").exists()  # runs/new, and runs/ that it made, went again
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(CharRNNError, match="utf-8"):
+        run(tiny_job(binary, mine, steps=2))
+    assert mine.is_dir()  # a folder the user made stays
+    run(tiny_job(tiny_corpus, tmp_path / "runs" / "good", steps=2))
+    assert (tmp_path / "runs" / "good" / "latest.pt").is_file()
+
+
 def test_resume_refuses_a_different_corpus_unless_forced(tiny_corpus, tmp_path):
     job = tiny_job(tiny_corpus, tmp_path / "r", steps=4)
     run(job)
