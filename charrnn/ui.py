@@ -116,18 +116,24 @@ def print_report(renderable) -> None:
     report_console().print(renderable)
 
 
+def readable_char(c: str) -> str:
+    """A character as a report shows it: itself if printable (é, Ω, 日), else its escape (\\t, \\n, \\x00)."""
+    return c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+
+
 def show_info(summary: dict) -> None:
     """`charrnn info` for people: configuration, vocabulary and loss history charts, on stdout."""
     m = summary["model"]
     corpus = summary.get("corpus") or {}
     best = summary["best_val_bits_per_char"]
-    vocab = summary["vocab"].encode("unicode_escape").decode("ascii")
+    shown = 300  # characters of a large vocabulary (CJK text has thousands)
+    vocab = "".join(readable_char(c) for c in summary["vocab"][:shown]) + (" …" if len(summary["vocab"]) > shown else "")
     rows = [
         ("checkpoint", summary["checkpoint"]),
         ("model", f"{m['cell']} {m['layers']} x {m['hidden']}, embedding {m['embedding']}, "
                   f"skips {'on' if m['skip'] else 'off'}, dropout {m['dropout']}"),
         ("parameters", f"{summary['parameters']:,}"),
-        ("vocabulary", f"{summary['vocab_size']} characters: {vocab[:300]}"),
+        ("vocabulary", f"{summary['vocab_size']} characters: {vocab}"),
         ("trained", f"{summary['steps']} steps, {summary['epochs'] or 0:.2f} epochs, {summary['minutes']:.1f} min"
                     f"{', in ' + summary['arithmetic'] if summary.get('arithmetic') else ''}"),
         ("best validation", f"{best:.4f} bits/char" if best is not None else "n/a"),

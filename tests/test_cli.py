@@ -169,6 +169,15 @@ def test_a_one_character_corpus_trains(runner, tmp_path):
     assert runner.invoke(app, ["sample", "-c", "run", "--seed", "a", "-n", "5"]).stdout == "aaaaaa\n"
 
 
+def test_info_shows_a_vocabulary_beyond_ascii_as_itself_and_invisible_characters_escaped(runner, tmp_path):
+    path = tmp_path / "u.txt"
+    path.write_text("héllo\t日本 😀\n" * 300, encoding="utf-8")
+    assert runner.invoke(app, ["train", str(path), *TINY_TRAIN, "--out", "run"]).exit_code == 0
+    report = runner.invoke(app, ["info", "run"]).stdout
+    assert "10 characters: \\t\\n hloé日本😀" in report, report
+    assert json.loads(runner.invoke(app, ["info", "run", "--json"]).stdout)["vocab"] == "\t\n hloé日本😀"
+
+
 def test_resume_with_a_changed_corpus_explains_and_accepts_force(runner, tiny_corpus, tmp_path):
     assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--out", "run"]).exit_code == 0
     tiny_corpus.write_text(TINY_TEXT.upper().lower()[::-1])
