@@ -152,6 +152,8 @@ def resolve(name_or_path: str | None) -> tuple[Path, str]:
     if name_or_path is None:
         name_or_path = DEFAULT
     path = Path(name_or_path)
+    if path == files.STDIN:  # a run records its corpus's path (eval's default text, --resume) and reads it twice
+        raise CharRNNError("training reads a file, not standard input; save the text to a file and pass its path")
     if path.exists():
         return path, path.stem
     if name_or_path in RECIPES:

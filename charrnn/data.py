@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +13,15 @@ from pathlib import Path
 import torch
 
 from charrnn.errors import CharRNNError
+from charrnn.files import STDIN, shown_name
 from charrnn.vocab import Vocab, printable
 
 READ_CHUNK_BYTES = 8 << 20
 
 
 def _check_readable(path: Path) -> None:
+    if path == STDIN:
+        return
     if not path.exists():
         raise CharRNNError(f"{path}: no such file; check the path")
     if path.is_dir():
@@ -53,7 +58,7 @@ def _iter_decoded(path: Path, encoding: str, fix: str) -> Iterator[tuple[str, by
     except LookupError:
         raise CharRNNError(f"unknown --encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
     offset = 0
-    with open(path, "rb") as f:
+    with contextlib.nullcontext(sys.stdin.buffer) if path == STDIN else open(path, "rb") as f:
         while True:
             raw = f.read(READ_CHUNK_BYTES)
             pending = len(decoder.getstate()[0])  # bytes of a character split across the previous chunk boundary
@@ -61,10 +66,11 @@ def _iter_decoded(path: Path, encoding: str, fix: str) -> Iterator[tuple[str, by
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 where = offset - pending + e.start
-                raise CharRNNError(f"{path}: not valid {encoding} at byte {where}; {fix}") from None
+                raise CharRNNError(f"{shown_name(path)}: not valid {encoding} at byte {where}; {fix}") from None
             if "\x00" in text:
                 at = offset + len(text[: text.index("\x00")].encode(encoding, errors="replace"))
-                raise CharRNNError(f"{path}: contains a NUL byte near byte {at}; this looks like a binary file, pass a text file")
+                raise CharRNNError(f"{shown_name(path)}: contains a NUL byte near byte {at}; this looks like a binary file, "
+                                   "pass a text file")
             if text:
                 yield text, raw
             if not raw:
@@ -289,13 +295,13 @@ def iter_known_ids(path: Path, vocab: Vocab, *, strict: bool = False,
         unknown = int((~known).sum())
         if unknown and strict:
             missing = sorted({chr(int(c)) for c in code_points[~known].unique().tolist()})
-            raise CharRNNError(f"{path}: {len(missing)} character(s) not in the model's vocabulary "
+            raise CharRNNError(f"{shown_name(path)}: {len(missing)} character(s) not in the model's vocabulary "
                                f"({printable(missing[:10])}); drop --strict to skip them")
         ids = ids[known].to(vocab.id_dtype)
         any_known = any_known or len(ids) > 0
         yield ids, unknown
     if not any_text:
-        raise CharRNNError(f"{path}: the file is empty; pass a file with text in it")
+        raise CharRNNError(f"{shown_name(path)}: the file is empty; pass a file with text in it")
     if not any_known:
-        raise CharRNNError(f"{path}: none of its characters are in the model's vocabulary; "
+        raise CharRNNError(f"{shown_name(path)}: none of its characters are in the model's vocabulary; "
                            "evaluate text in the alphabet the model was trained on")

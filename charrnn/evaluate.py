@@ -261,12 +261,12 @@ class TextSource:
             raise CharRNNError("the checkpoint does not record its training corpus; pass a FILE to evaluate")
         return Path(self.corpus["path"])
 
-    def size_hint(self) -> int:
-        """Characters to score, roughly (for a progress bar)."""
+    def size_hint(self) -> int | None:
+        """Characters to score, roughly (for a progress bar); None for standard input."""
         path = self.path()
         if self.file is None:
             return int((self.corpus.get("chars") or 0) * self.corpus.get("val_fraction", 0.05))
-        return path.stat().st_size
+        return None if path == files.STDIN else path.stat().st_size
 
     def chunks(self, vocab: Vocab, strict: bool) -> Iterator[tuple[Tensor, int]]:
         """(ids, unknown characters skipped) per chunk: a file streams in 8 MB chunks, the split is one chunk."""

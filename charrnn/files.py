@@ -11,6 +11,7 @@ from typing import BinaryIO
 from charrnn.errors import CharRNNError
 
 TMP_SUFFIX = ".tmp"  # temporaries are NAME.<random>.tmp beside the file they become
+STDIN = Path("-")  # a text to read given as "-" is standard input, as Unix tools take it (a file named - is ./-)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -113,9 +114,16 @@ def output_file(path: Path, option: str) -> Path:
     return path
 
 
+def shown_name(path: Path) -> str:
+    """A text's path as messages name it ("standard input" for "-")."""
+    return "standard input" if Path(path) == STDIN else str(path)
+
+
 def input_file(path: Path, option: str) -> Path:
-    """A file to read: it exists, is not a folder, and can be opened."""
+    """A file to read: it exists, is not a folder, and can be opened; or "-", standard input."""
     path = Path(path)
+    if path == STDIN:
+        return path
     if not path.exists():
         raise CharRNNError(f"{option} {path}: no such file; check the path")
     if path.is_dir():

@@ -67,7 +67,7 @@ class CountProgress:
     """A tqdm bar over a known number of characters (eval). It appears with the first characters scored, so an
     error found before then (an empty file, an option out of range) is the only line on stderr."""
 
-    def __init__(self, total: int, desc: str, quiet: bool):
+    def __init__(self, total: int | None, desc: str, quiet: bool):
         self.bar = None
         self.total, self.desc, self.quiet = total, desc, quiet
 

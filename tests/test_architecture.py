@@ -23,7 +23,7 @@ LAYERS = {  # module: the charrnn modules it may import
     "cpu.gru": {"cpu.onednn"},
     "kernels": {"cpu"},
     "model": {"config", "kernels"},
-    "data": {"vocab", "errors"},
+    "data": {"vocab", "errors", "files"},
     "checkpoint": {"config", "errors", "files", "model", "vocab"},
     "corpora": {"errors", "files"},
     "evaluate": {"config", "data", "devices", "errors", "files", "kernels", "model", "vocab"},

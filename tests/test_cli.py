@@ -97,6 +97,8 @@ def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
     a = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed-file", str(tmp_path / "seed.txt"), "-n", "20", "-t", "0"])
     b = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed", "the quick", "-n", "20", "-t", "0"])
     assert a.exit_code == 0 and a.stdout == b.stdout
+    piped = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed-file", "-", "-n", "20", "-t", "0"], input="the quick")
+    assert piped.exit_code == 0 and piped.stdout == b.stdout  # "-" is standard input
 
 
 @pytest.mark.parametrize("args, message", [

@@ -111,6 +111,19 @@ def test_unknown_characters_are_counted_and_skipped_or_refused_with_strict(memor
     assert strict.exit_code == 1 and "'F'" in strict.stderr and "--strict" in strict.stderr and strict.stdout == ""
 
 
+def test_eval_of_dash_scores_standard_input_as_it_would_the_file(memorised_run, runner, tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text(TINY_TEXT)
+    from_file = json.loads(runner.invoke(app, ["eval", str(path), "-c", str(memorised_run), "--json"]).stdout)
+    piped = runner.invoke(app, ["eval", "-", "-c", str(memorised_run), "--json"], input=TINY_TEXT)
+    assert piped.exit_code == 0, piped.stderr
+    timing = {"file": None, "seconds": None, "chars_per_second": None}
+    assert {**json.loads(piped.stdout), **timing} == {**from_file, **timing}
+    empty = runner.invoke(app, ["eval", "-", "-c", str(memorised_run)], input="")
+    assert empty.exit_code == 1 and "standard input: the file is empty" in empty.stderr
+    assert "not standard input" in runner.invoke(app, ["train", "-", "--steps", "2"], input=TINY_TEXT).stderr
+
+
 @pytest.mark.parametrize("content, message", [("", "empty"), ("ZZZZ", "none of its characters")])
 def test_an_empty_or_unknown_file_is_an_error(memorised_run, runner, tmp_path, content, message):
     path = tmp_path / "f.txt"

@@ -179,7 +179,7 @@ class _StdoutWriter:
 def sample(
     checkpoint: CheckpointOption = None,
     seed: Annotated[str, typer.Option("--seed", "-s", help="Text that primes the model; it is printed first unless --no-echo.")] = "",
-    seed_file: Annotated[Optional[Path], typer.Option(help="Read the priming text from this file (UTF-8) instead of --seed.",
+    seed_file: Annotated[Optional[Path], typer.Option(help="Read the priming text from this file (UTF-8; - reads standard input) instead of --seed.",
                                                       show_default=False)] = None,
     length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample.")] = 1000,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy (argmax).")] = 0.8,
@@ -252,7 +252,8 @@ def _write_sample_files(out_dir: Path, pieces, prefix: str, num_samples: int) ->
 @app.command("eval")
 def evaluate_command(
     file: Annotated[Optional[Path], typer.Argument(
-        help="Text to score. Default: the validation split of the corpus the model was trained on.", show_default=False)] = None,
+        help="Text to score (- reads standard input). Default: the validation split of the corpus the model was trained on.",
+        show_default=False)] = None,
     checkpoint: CheckpointOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on characters the model does not know (default: skip and count them).")] = False,

@@ -41,7 +41,7 @@ def info(
 
 
 def show(
-    file: Annotated[Path, typer.Argument(help="The text to look at (UTF-8).", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="The text to look at (UTF-8; - reads standard input).", show_default=False)],
     checkpoint: CheckpointOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write (self-contained).")] = Path("page.html"),
     max_chars: Annotated[int, typer.Option(help="Show at most this many characters from the start of FILE.")] = 20_000,
