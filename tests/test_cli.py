@@ -194,13 +194,15 @@ def test_resume_refuses_a_conflicting_architecture(runner, tiny_corpus):
     assert result.exit_code == 1 and "--hidden 32 differs" in result.stderr
 
 
-def test_readme_options_all_exist_in_help(runner):
+def test_readme_and_top_level_help_examples_use_options_that_exist(runner):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
+    top = runner.invoke(app, ["--help"], terminal_width=250).stdout
+    assert "A first session" in top  # `charrnn --help` ends with examples, checked here like the README's
     helps = {cmd: runner.invoke(app, [*cmd.split(), "--help"], terminal_width=250).stdout
              for cmd in ("train", "sample", "eval", "info", "corpus list", "corpus build")}
-    for command, options in re.findall(r"charrnn (train|sample|eval|info)\b([^\n`&|]*)", readme):
-        for option in re.findall(r"(--[a-z][a-z0-9-]*)", options):
-            assert option in helps[command], f"README uses {option} with {command}"
+    for command, options in re.findall(r"charrnn (train|sample|eval|info)\b([^\n`&|#]*)", readme + top):
+        for option in re.findall(r"(--[a-z][a-z0-9-]*|-[a-z]\b)", options):
+            assert option in helps[command], f"README or --help uses {option} with {command}"
 
 
 def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memorised_run):

@@ -27,6 +27,11 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 app = typer.Typer(
     name="charrnn",
     help="Train character-level RNN language models on any text, sample from them, and measure them.",
+    epilog="\b\nA first session:\n"
+           "  charrnn train book.txt --minutes 5      # checkpoints in runs/book/\n"
+           "  charrnn sample --seed \"The \" -n 500     # from the newest run\n"
+           "  charrnn eval held_out.txt               # bits per character on text it never saw\n"
+           "\n'charrnn COMMAND --help' explains each command's options.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
