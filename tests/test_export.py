@@ -32,9 +32,9 @@ def open_page(page: Path, fragment: str, tmp_path: Path, *extra: str) -> str:
                              "--disable-background-networking", "--disable-component-update", "--disable-sync",
                              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=60000", *extra,
                              "--dump-dom", page.as_uri() + "#" + fragment],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return result.stdout.decode("utf-8")  # not text=True, whose universal newlines would turn the page's \r\n into \n
 
 
 def generated_text(dom: str) -> str:
@@ -100,6 +100,21 @@ def test_the_pages_greedy_text_is_the_python_apis_on_the_same_weights(trained, t
     page.write_text(model.export_html(weights="int8"))
     dom = open_page(page, "seed=the%20&temperature=0&length=300&run=1", tmp_path)
     expected = model.rounded("int8").generate("the ", length=300, temperature=0, echo=False)
+    assert generated_text(dom) == expected
+
+
+@needs_chromium
+def test_the_page_writes_characters_beyond_ascii_as_python_does(tmp_path):
+    """Emoji are two UTF-16 units in JavaScript; CJK, tabs and CRLF line ends must come through as well."""
+    corpus = tmp_path / "u.txt"
+    corpus.write_text("日本😀 tab\there\r\n🚀 é " * 200, encoding="utf-8", newline="")
+    run(tiny_job(corpus, tmp_path / "u", steps=120, lr=1e-2))
+    model = charrnn.load(tmp_path / "u", device="cpu")
+    page = tmp_path / "u.html"
+    page.write_text(model.export_html(weights="int8"))
+    dom = open_page(page, "seed=%F0%9F%9A%80%20&temperature=0&length=200&run=1", tmp_path)  # seed "🚀 "
+    expected = model.rounded("int8").generate("🚀 ", length=200, temperature=0, echo=False)
+    assert "😀" in expected and "日" in expected and "\t" in expected  # the model learned the pattern
     assert generated_text(dom) == expected
 
 
