@@ -234,9 +234,11 @@ class StreamBatches:
         stream_len = len(ids) // batch_size
         stream_windows = _stream_windows(len(ids), batch_size, seq_len)
         if stream_windows < 1:
+            streams = len(ids) // (seq_len + 1)
+            fits = f"--batch-size {streams}" if streams else f"--batch-size 1 --seq-len {max(1, len(ids) - 1)}"
             raise CharRNNError(
-                f"the training text ({len(ids)} characters) is shorter than one window of "
-                f"--batch-size {batch_size} x (--seq-len {seq_len} + 1); lower --batch-size or --seq-len, or use more text"
+                f"the training text ({len(ids):,} characters) is shorter than one window of "
+                f"--batch-size {batch_size} x (--seq-len {seq_len} + 1); lower them ({fits} fits this text), or use more text"
             )
         self.shuffled = reads_in_segments(len(ids), batch_size, seq_len, segment_len)
         if self.shuffled:

@@ -135,7 +135,7 @@ def test_bad_sample_options_get_one_clear_line(runner, memorised_run, args, mess
     (["--minutes", "-1"], "--minutes"),
     (["--threads", "0"], "--threads"),
     (["--val-fraction", "0.9999"], "--val-fraction"),
-    (["--batch-size", "512", "--seq-len", "512"], "lower --batch-size or --seq-len"),
+    (["--batch-size", "512", "--seq-len", "512"], "lower them (--batch-size"),
 ])
 def test_bad_train_options_get_one_clear_line(runner, tiny_corpus, args, message):
     result = runner.invoke(app, ["train", str(tiny_corpus), "--steps", "2", *args])

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -153,9 +155,14 @@ def test_ranks_share_the_global_batch_of_shuffled_segments_exactly():
     assert torch.equal(torch.cat(parts), whole)
 
 
-def test_text_shorter_than_one_window_is_refused_with_advice():
-    with pytest.raises(CharRNNError, match="lower --batch-size or --seq-len"):
-        StreamBatches(torch.zeros(100, dtype=torch.uint8), batch_size=64, seq_len=128)
+def test_text_shorter_than_one_window_is_refused_with_settings_that_fit():
+    for chars, batch_size, seq_len, fits in ((1000, 64, 128, "--batch-size 7 fits"), (100, 64, 128, "--batch-size 1 --seq-len 99 fits")):
+        with pytest.raises(CharRNNError, match="lower them") as refused:
+            StreamBatches(torch.zeros(chars, dtype=torch.uint8), batch_size=batch_size, seq_len=seq_len)
+        assert fits in str(refused.value)
+        advice = [int(n) for n in re.findall(r"(?:--batch-size|--seq-len) (\d+)", str(refused.value).split("(")[-1])]
+        batches = StreamBatches(torch.zeros(chars, dtype=torch.uint8), advice[0], advice[1] if len(advice) > 1 else seq_len)
+        assert batches.windows_per_epoch >= 1  # the advice works
 
 
 def test_a_validation_sample_spreads_over_the_whole_split():
