@@ -291,4 +291,8 @@ def run(model: CharRNN, vocab: Vocab, source: TextSource, *, config: EvalConfig 
                           batch_size=config.streams)
     chunks = source.chunks(vocab, config.strict)
     kernels.keep_freed_memory(device)  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
-    return replace(evaluate_chunks(model, chunks, config=config, bf16=bf16, on_chars=on_chars), file=str(source.path()))
+    result = evaluate_chunks(model, chunks, config=config, bf16=bf16, on_chars=on_chars)
+    if not result.chars:  # one known character: nothing is predicted from another
+        raise CharRNNError(f"{files.shown_name(source.path())}: it needs at least 2 characters the model knows, since each "
+                           "character is scored from those before it; pass a longer text")
+    return replace(result, file=str(source.path()))

@@ -124,7 +124,8 @@ def test_eval_of_dash_scores_standard_input_as_it_would_the_file(memorised_run, 
     assert "not standard input" in runner.invoke(app, ["train", "-", "--steps", "2"], input=TINY_TEXT).stderr
 
 
-@pytest.mark.parametrize("content, message", [("", "empty"), ("ZZZZ", "none of its characters")])
+@pytest.mark.parametrize("content, message", [("", "empty"), ("ZZZZ", "none of its characters"), ("t", "at least 2 characters"),
+                                              ("tZZ", "at least 2 characters")])
 def test_an_empty_or_unknown_file_is_an_error(memorised_run, runner, tmp_path, content, message):
     path = tmp_path / "f.txt"
     path.write_text(content)
