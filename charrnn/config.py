@@ -47,8 +47,16 @@ class Schedule(str, enum.Enum):
 
 
 def _positive(name: str, value: float | int | None) -> None:
-    if value is not None and value <= 0:
-        raise CharRNNError(f"--{name.replace('_', '-')} must be greater than 0, got {value}")
+    if value is not None and not 0 < value < math.inf:  # NaN fails every comparison
+        finite = "" if value <= 0 else " and finite"
+        raise CharRNNError(f"--{name.replace('_', '-')} must be greater than 0{finite}, got {value}")
+
+
+def _zero_or_more(name: str, value: float, zero: str = "") -> None:
+    """0 (meaning `zero`, e.g. "off") or a positive finite number."""
+    if not 0 <= value < math.inf:
+        raise CharRNNError(f"--{name.replace('_', '-')} must be 0{f' ({zero})' if zero else ''} or a positive finite number, "
+                           f"got {value}")
 
 
 def _plain(obj) -> dict:
@@ -128,12 +136,10 @@ class TrainConfig:
         for name in ("seq_len", "batch_size", "lr", "steps", "epochs", "minutes", "eval_every", "val_max_chars",
                      "sample_every", "sample_length"):
             _positive(name, getattr(self, name))
-        if self.grad_clip < 0:
-            raise CharRNNError(f"--grad-clip must be 0 (off) or positive, got {self.grad_clip}")
+        _zero_or_more("grad_clip", self.grad_clip, "off")
         if not 0.0 < self.val_fraction < 1.0:
             raise CharRNNError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-        if self.weight_decay < 0:
-            raise CharRNNError(f"--weight-decay must be 0 (off) or positive, got {self.weight_decay}")
+        _zero_or_more("weight_decay", self.weight_decay, "off")
         if self.warmup_steps < 0:
             raise CharRNNError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
         if self.segment_len and self.segment_len < self.seq_len:
@@ -169,8 +175,7 @@ class SampleConfig:
         object.__setattr__(self, "stop", tuple(self.stop))
         if self.length < 0:
             raise CharRNNError(f"--length must be 0 or more, got {self.length}")
-        if self.temperature < 0:
-            raise CharRNNError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        _zero_or_more("temperature", self.temperature, "greedy")
         if self.top_k is not None and self.top_k < 1:
             raise CharRNNError(f"--top-k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:

@@ -19,7 +19,10 @@ def choose_next(logits: Tensor, generator: torch.Generator, temperature: float =
     """logits (B, V) -> ids (B,). Temperature 0 is greedy argmax; top-k and top-p (nucleus) filter first."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    scaled = logits.float() / temperature
+    if not bool(torch.isfinite(scaled).all()):  # a temperature so small that the logits overflow: its limit, greedy
+        return logits.argmax(-1)
+    logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -103,6 +103,8 @@ def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--temperature", "-1"], "--temperature"),
+    (["--temperature", "nan"], "--temperature must be 0 (greedy) or a positive finite number"),
+    (["--temperature", "inf"], "--temperature"),
     (["--top-p", "0"], "--top-p"),
     (["--top-p", "1.5"], "--top-p"),
     (["--top-k", "0"], "--top-k"),
@@ -127,6 +129,11 @@ def test_bad_sample_options_get_one_clear_line(runner, memorised_run, args, mess
     (["--seq-len", "0"], "--seq-len"),
     (["--batch-size", "-3"], "--batch-size"),
     (["--lr", "0"], "--lr"),
+    (["--lr", "nan"], "--lr must be greater than 0 and finite"),
+    (["--epochs", "inf"], "--epochs must be greater than 0 and finite"),
+    (["--minutes", "nan"], "--minutes"),
+    (["--grad-clip", "nan"], "--grad-clip"),
+    (["--weight-decay", "inf"], "--weight-decay"),
     (["--dropout", "1.0"], "--dropout"),
     (["--weight-drop", "-0.1"], "--weight-drop"),
     (["--embedding", "0"], "--embedding"),

@@ -195,6 +195,7 @@ def test_fixed_share_follows_whichever_predictor_is_better_now():
 
 
 @pytest.mark.parametrize("options, message", [({"dynamic_lr": ()}, "--dynamic-lr"), ({"dynamic_lr": (1e-3, 0.0)}, "--dynamic-lr"),
+                                              ({"dynamic_lr": float("nan")}, "--dynamic-lr"), ({"dynamic_share": float("nan")}, "--dynamic-share"),
                                               ({"dynamic_share": 1.5}, "--dynamic-share"),
                                               ({"dynamic_lr": (1e-3, 2e-3), "dynamic_window": (16, 32, 64)}, "3 windows for 2 steps"),
                                               ({"dynamic_window": (16, 0)}, "--dynamic-window must be greater than 0")])
