@@ -13,14 +13,14 @@ from rich.console import Console
 
 from charrnn.config import bits
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, emoji=False)  # no emoji codes: "--cell -1:-1:" stays as typed
 UNWRAPPED_WIDTH = 10_000  # a table for a pipe or file: as wide as its content, never folded at 80 columns
 
 
 def report_console() -> Console:
     """A console on stdout, made per report so that it sees the stdout in force (a test runner swaps it)."""
     terminal = sys.stdout.isatty()
-    return Console(file=sys.stdout, highlight=False, width=None if terminal else UNWRAPPED_WIDTH,
+    return Console(file=sys.stdout, highlight=False, emoji=False, width=None if terminal else UNWRAPPED_WIDTH,
                    color_system="auto" if terminal else None)
 
 

@@ -78,6 +78,8 @@ def test_cell_colouring_and_bad_cell_specs(memorised_run, runner, tmp_path):
     assert "activation of cell 1:3" in page
     bad = runner.invoke(app, ["show", str(tmp_path / "in.txt"), "-c", str(memorised_run), "--cell", "9:0"])
     assert bad.exit_code == 1 and "layers 0..1" in bad.stderr
+    negative = runner.invoke(app, ["show", str(tmp_path / "in.txt"), "-c", str(memorised_run), "--cell", "-1:-1"])
+    assert "--cell -1:-1: the model has" in negative.stderr  # as typed: ":-1:" is not rich's emoji code for 👎
 
 
 def quoted_text(rng: random.Random, lines: int) -> str:
