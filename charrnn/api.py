@@ -157,8 +157,13 @@ class Model:
         return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text
 
     def text_source(self, file: str | Path | None = None, *, encoding: str = "utf-8") -> TextSource:
-        """What `evaluate` scores: `file`, or with None the held-out validation text of the corpus the model trained on."""
-        return TextSource(None if file is None else Path(file), self._state.get("corpus"), encoding)
+        """What `evaluate` scores: `file`, or with None the held-out validation text of the corpus the model trained on
+        (a built-in corpus is assembled again if its cached file is gone)."""
+        corpus = self._state.get("corpus")
+        if file is None and corpus and corpus.get("path") and not Path(corpus["path"]).exists():
+            rebuilt = corpora.rebuilt(Path(corpus["path"]))
+            corpus = {**corpus, "path": str(rebuilt)} if rebuilt else corpus
+        return TextSource(None if file is None else Path(file), corpus, encoding)
 
     def evaluate(self, file: str | Path | TextSource | None = None, *, dynamic: bool = False,
                  dynamic_lr: float | Sequence[float] = EvalConfig.dynamic_lr, dynamic_share: float = EvalConfig.dynamic_share,

@@ -147,6 +147,16 @@ def build(name: str) -> Path:
     return path
 
 
+def rebuilt(recorded: Path) -> Path | None:
+    """A built-in corpus that a checkpoint recorded at `recorded`, assembled again where that file is gone (a
+    cleared cache, another machine). The cache file's name says which corpus, from which torch or Python, so the
+    same name here means the same text (eval still checks the fingerprint). None if it names no built-in here."""
+    for recipe in RECIPES.values():
+        if cache_path(recipe).name == Path(recorded).name:
+            return build(recipe.name)
+    return None
+
+
 def resolve(name_or_path: str | None) -> tuple[Path, str]:
     """(file, name): an existing path means that file; a built-in name means its cached build."""
     if name_or_path is None:

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import pytest
 
@@ -77,8 +78,6 @@ def test_an_unknown_name_lists_the_built_in_ones(runner):
 
 
 def test_corpus_list_reports_size_and_cache_state(runner):
-    import json
-
     before = json.loads(runner.invoke(app, ["corpus", "list", "--json"]).stdout)
     assert [c["cached"] for c in before] == [False, False]
     corpora.build("cpp")
@@ -94,3 +93,24 @@ def test_corpus_list_prints_its_table_on_stdout_one_unwrapped_line_per_corpus(ru
     for name, lines in rows.items():
         assert len(lines) == 1, result.stdout  # `charrnn corpus list | grep cpp` finds the whole row
         assert corpora.describe(name).description in lines[0]
+
+
+def test_eval_assembles_a_built_in_corpus_again_when_its_cached_file_is_gone(runner, tmp_path, monkeypatch):
+    source = tmp_path / "src"
+    source.mkdir()
+    for k in range(3):
+        (source / f"m{k}.py").write_text(f"def f{k}(x):\n    return x * {k} + 1\n" * 60)
+    recipe = corpora.Recipe("mini", "a small stand-in", "#", lambda: source, lambda: "v1",
+                            lambda root: root.glob("*.py"))
+    monkeypatch.setitem(corpora.RECIPES, "mini", recipe)
+    trained = runner.invoke(app, ["train", "mini", "--hidden", "16", "--batch-size", "4", "--seq-len", "16", "--steps", "6",
+                                  "--out", "run", "--device", "cpu", "--precision", "fp32"])
+    assert trained.exit_code == 0, trained.stderr
+    before = runner.invoke(app, ["eval", "-c", "run", "--json"]).stdout
+    corpora.cache_path(recipe).unlink()  # a cleared cache, or the checkpoint taken to another machine
+    after = runner.invoke(app, ["eval", "-c", "run", "--json"])
+    assert after.exit_code == 0, after.stderr
+    assert json.loads(after.stdout)["nats_per_char"] == json.loads(before)["nats_per_char"]
+    (source / "m0.py").write_text("changed\n" * 100)  # the source changed since: the fingerprint says so
+    corpora.cache_path(recipe).unlink()
+    assert "has changed since training" in runner.invoke(app, ["eval", "-c", "run"]).stderr
