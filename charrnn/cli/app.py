@@ -196,7 +196,9 @@ def sample(
     random_seed: Annotated[Optional[int], typer.Option(
         help="Seed for sampling: the same seed and options give the same text. Default: random.", show_default=False)] = None,
     stop: Annotated[Optional[list[str]], typer.Option(
-        help="End a sample once it emits this string (included). Repeatable.", show_default=False)] = None,
+        metavar="<str>",
+        help="End a sample once it emits this string (included). Repeatable. In bash, --stop $'\\n\\n' ends at a blank line.",
+        show_default=False)] = None,
     no_echo: Annotated[bool, typer.Option("--no-echo", help="Do not print the seed before the generated text.")] = False,
     drop_unknown: Annotated[bool, typer.Option(help="Drop seed characters the model does not know instead of failing.")] = False,
     device: DeviceOption = Device.AUTO,
@@ -264,7 +266,7 @@ def evaluate_command(
     strict: Annotated[bool, typer.Option(help="Fail on characters the model does not know (default: skip and count them).")] = False,
     dynamic: Annotated[bool, typer.Option(help="Dynamic evaluation: adapt the weights to the text already scored (Krause et al. 2017).")] = False,
     dynamic_lr: Annotated[list[float], typer.Option(
-        metavar="STEP",
+        metavar="<float>",
         help="Learning rate of dynamic evaluation's RMS-normalised steps; give it again for more steps. Each step adapts "
              "its own copy of the model and the score is their predictions' fixed-share mixture, which follows whichever "
              "copy suits the text. The default pair, 3e-4 every 64 characters and 1.5e-3 every 16, beat every single "
@@ -273,7 +275,7 @@ def evaluate_command(
         help="Dynamic evaluation with several steps: fraction of the mixture's weight spread evenly again after each "
              "character, so it can switch steps.")] = EvalConfig.dynamic_share,
     dynamic_window: Annotated[Optional[list[int]], typer.Option(
-        metavar="CHARS", show_default=False,
+        metavar="<int>", show_default=False,
         help="Characters scored between two updates of a dynamic-evaluation copy: once for every step, or once per "
              "--dynamic-lr, in the same order. Shorter adapts faster and costs more (16: about 2.6 times 64). "
              "[default: 64 and 16 for the default pair; 64 for steps you choose]")] = None,
