@@ -11,7 +11,7 @@ from typing import BinaryIO
 from charrnn.errors import CharRNNError
 
 TMP_SUFFIX = ".tmp"  # temporaries are NAME.<random>.tmp beside the file they become
-STDIN = Path("-")  # a text to read given as "-" is standard input, as Unix tools take it (a file named - is ./-)
+STDIN = Path("-")  # a text to read given as "-" is standard input, as Unix tools take it (a file named - by its full path)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
