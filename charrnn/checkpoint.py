@@ -41,6 +41,16 @@ def _is_disk_full(e: BaseException) -> bool:
     return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "file write failed" in str(e)
 
 
+def _other_checkpoint(broken: Path) -> str:
+    """What to do about an unreadable checkpoint: its run's other file holds the same kind of state."""
+    if broken.name == BEST:
+        return f"use the run's {LATEST} (--checkpoint {broken.parent / LATEST})"
+    if broken.name == LATEST:
+        return (f"the run's {BEST} holds a whole run state too, from its best step: use it (--checkpoint {broken.parent / BEST}), "
+                f"or copy it over {LATEST} to --resume from there")
+    return "use another checkpoint"
+
+
 def load(path: Path) -> dict:
     """Load with weights_only=True: tensors and plain containers only, so a stranger's file cannot run code."""
     path = Path(path)
@@ -50,7 +60,7 @@ def load(path: Path) -> dict:
         raise CharRNNError(f"{path}: is a directory without {BEST} or {LATEST}; pass a run directory or a .pt file")
     if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive; a bare pickle is never unpickled
         raise CharRNNError(f"{path}: not a charrnn checkpoint (not a PyTorch archive); it may be truncated or "
-                           "corrupt, use another checkpoint, e.g. the run's best.pt")
+                           f"corrupt; {_other_checkpoint(path)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -64,7 +74,7 @@ def load(path: Path) -> dict:
                            "it may be truncated or corrupt, use another checkpoint") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as e:
         raise CharRNNError(f"{path}: not a charrnn checkpoint or truncated ({type(e).__name__}); "
-                           "use another checkpoint, e.g. the run's best.pt") from None
+                           f"{_other_checkpoint(path)}") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CharRNNError(f"{path}: not a charrnn checkpoint (no format_version); use a file written by charrnn train")
     version = state["format_version"]

@@ -97,6 +97,14 @@ def test_truncated_checkpoints_give_a_clear_error(tmp_path):
             checkpoint.load(tmp_path / "cut.pt")
 
 
+def test_a_broken_checkpoint_points_to_its_runs_other_one(tmp_path):
+    for broken, other in (("best.pt", "--checkpoint " + str(tmp_path / "latest.pt")), ("latest.pt", "copy it over latest.pt")):
+        (tmp_path / broken).write_bytes(b"PK\x03\x04 cut short")
+        with pytest.raises(CharRNNError, match="truncated") as refused:
+            checkpoint.load(tmp_path / broken)
+        assert other in str(refused.value)
+
+
 def test_random_bytes_give_a_clear_error(tmp_path):
     path = tmp_path / "noise.pt"
     path.write_bytes(os.urandom(5000))
