@@ -28,26 +28,54 @@ def message(text: str) -> None:
     err.print(text, markup=False, soft_wrap=True)
 
 
-class TrainProgress:
-    """A tqdm bar over the run's budget (steps, epochs or minutes, whichever ends first) with loss and speed."""
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
-    def __init__(self, quiet: bool):
+
+class _Tenths:
+    """For stderr that is not a terminal (a log file, nohup, CI): due once per tenth of the work, so a log gets
+    ten plain lines instead of a bar's thousands of carriage-return redraws."""
+
+    def __init__(self):
+        self.shown = 0
+
+    def due(self, fraction: float) -> bool:
+        tenths = min(10, int(fraction * 10 + 1e-9))
+        if tenths <= self.shown:
+            return False
+        self.shown = tenths
+        return True
+
+
+class TrainProgress:
+    """A tqdm bar over the run's budget (steps, epochs or minutes, whichever ends first) with loss and speed; a
+    plain line per tenth of the budget when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool, *, terminal: bool | None = None):
         self.quiet = quiet
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.bar = None
+        self._tenths = _Tenths()
 
     def __call__(self, p) -> None:
         if self.quiet:
+            return
+        val = f" val {p.val_bits:.3f}" if p.val_bits is not None else ""
+        total = f"/{p.total_steps}" if p.total_steps else ""
+        status = f"step {p.step}{total} bits/char: train {bits(p.train_nats):.3f}{val} {p.chars_per_second:,.0f} chars/s"
+        if not self.terminal:
+            if self._tenths.due(p.fraction_done):
+                left = p.elapsed * (1 - p.fraction_done) / p.fraction_done
+                message(f"train {p.fraction_done:4.0%} {_clock(p.elapsed)}<{_clock(left)} {status}")
             return
         from tqdm import tqdm
 
         if self.bar is None:
             self.bar = tqdm(total=1000, desc="train", unit="‰", dynamic_ncols=True,
-                            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining} {postfix}")
-        val = f" val {p.val_bits:.3f}" if p.val_bits is not None else ""
-        total = f"/{p.total_steps}" if p.total_steps else ""
-        train_bits = bits(p.train_nats)
-        self.bar.set_postfix_str(f"step {p.step}{total} bits/char: train {train_bits:.3f}{val} "
-                                 f"{p.chars_per_second:,.0f} chars/s", refresh=False)
+                            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}{postfix}")
+        self.bar.set_postfix_str(status, refresh=False)
         self.bar.update(int(p.fraction_done * 1000) - self.bar.n)
 
     def message(self, text: str) -> None:
@@ -64,15 +92,30 @@ class TrainProgress:
 
 
 class CountProgress:
-    """A tqdm bar over a known number of characters (eval). It appears with the first characters scored, so an
-    error found before then (an empty file, an option out of range) is the only line on stderr."""
+    """A tqdm bar over a known number of characters (eval), or a plain line per tenth of them when stderr is not
+    a terminal. It appears with the first characters scored, so an error found before then (an empty file, an
+    option out of range) is the only line on stderr."""
 
-    def __init__(self, total: int | None, desc: str, quiet: bool):
+    def __init__(self, total: int | None, desc: str, quiet: bool, *, terminal: bool | None = None):
         self.bar = None
         self.total, self.desc, self.quiet = total, desc, quiet
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self._tenths = _Tenths()
+        self._done = 0
+        self._start: float | None = None
 
     def __call__(self, n: int) -> None:
         if self.quiet:
+            return
+        if not self.terminal:
+            import time
+
+            self._start = self._start or time.perf_counter()
+            self._done += n
+            if self.total and self._tenths.due(self._done / self.total):
+                seconds = time.perf_counter() - self._start
+                message(f"{self.desc} {min(1.0, self._done / self.total):4.0%} {_clock(seconds)} "
+                        f"{self._done:,} chars, {self._done / max(seconds, 1e-9):,.0f} chars/s")
             return
         if self.bar is None:
             from tqdm import tqdm

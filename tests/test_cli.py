@@ -236,10 +236,31 @@ def test_the_progress_bar_shows_train_and_validation_loss_in_bits_per_char(capsy
     from charrnn import ui
     from charrnn.training import Progress
 
-    bar = ui.TrainProgress(quiet=False)
+    bar = ui.TrainProgress(quiet=False, terminal=True)
     bar(Progress(step=10, total_steps=100, epoch=0.1, train_nats=2 * math.log(2), val_bits=1.5,
                  chars_per_second=1000.0, elapsed=1.0, fraction_done=0.1, lr=1e-3))
     bar.bar.refresh()
     bar.close()
     shown = capsys.readouterr().err
     assert "bits/char: train 2.000 val 1.500" in shown and capsys.readouterr().out == ""
+
+
+def test_into_a_log_file_progress_is_ten_plain_lines_not_a_redrawn_bar(capsys):
+    import math
+
+    from charrnn import ui
+    from charrnn.training import Progress
+
+    log = ui.TrainProgress(quiet=False, terminal=False)
+    for step in range(1, 201):
+        log(Progress(step=step, total_steps=200, epoch=step / 50, train_nats=math.log(2), val_bits=None,
+                     chars_per_second=1000.0, elapsed=step / 10, fraction_done=step / 200, lr=1e-3))
+    log.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and "\r" not in "".join(lines)
+    assert lines[0].startswith("train  10% 00:02<00:18 step 20/200 bits/char: train 1.000")
+    assert lines[-1].startswith("train 100% 00:20<00:00 step 200/200")
+    count = ui.CountProgress(1000, "eval", quiet=False, terminal=False)
+    for _ in range(100):
+        count(10)
+    assert len(capsys.readouterr().err.splitlines()) == 10
