@@ -212,6 +212,15 @@ def test_readme_and_top_level_help_examples_use_options_that_exist(runner):
             assert option in helps[command], f"README or --help uses {option} with {command}"
 
 
+def test_info_and_export_take_the_checkpoint_as_argument_or_as_dash_c_like_the_other_commands(runner, memorised_run, tmp_path):
+    assert runner.invoke(app, ["info", "-c", str(memorised_run), "--json"]).stdout == \
+        runner.invoke(app, ["info", str(memorised_run), "--json"]).stdout
+    exported = runner.invoke(app, ["export", "-c", str(memorised_run), "-o", str(tmp_path / "m.html")])
+    assert exported.exit_code == 0 and (tmp_path / "m.html").is_file()
+    both = runner.invoke(app, ["info", str(memorised_run), "-c", str(tmp_path)])
+    assert both.exit_code == 1 and "two checkpoints given" in both.stderr
+
+
 def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memorised_run):
     human = runner.invoke(app, ["eval", "-c", str(memorised_run), "--quiet"])
     assert human.exit_code == 0 and human.stderr == ""

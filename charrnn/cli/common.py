@@ -47,6 +47,18 @@ def given_options(ctx: typer.Context) -> frozenset[str]:
 
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="A .pt file or a run directory (its best.pt). Default: the most recent run under runs/.")]
+# info and export take the checkpoint as their argument; -c names it too, as for sample, eval and show.
+CheckpointArgument = Annotated[Optional[Path], typer.Argument(
+    help="A .pt file or a run directory. Default: the most recent run.", show_default=False)]
+CheckpointAlias = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", "-c", help="The same as the CHECKPOINT argument, as sample and eval take it.", show_default=False)]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, then mps, then cpu.")]
+
+
+def one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
+    """The checkpoint named by the argument or by -c; both, naming different files, is an error."""
+    if argument is not None and option is not None and argument != option:
+        raise CharRNNError(f"two checkpoints given ({argument} and -c {option}); give one")
+    return argument if argument is not None else option
 ThreadsOption = Annotated[Optional[int], typer.Option(
     help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)]

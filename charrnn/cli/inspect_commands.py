@@ -9,14 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.common import CheckpointOption, DeviceOption, user_errors
+from charrnn.cli.common import CheckpointAlias, CheckpointArgument, CheckpointOption, DeviceOption, one_checkpoint, user_errors
 from charrnn.config import Device
 from charrnn.errors import CharRNNError
 
 
 def info(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="A .pt file or a run directory. Default: the most recent run.", show_default=False)] = None,
+    checkpoint: CheckpointArgument = None,
+    checkpoint_option: CheckpointAlias = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the information as one JSON object on stdout.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Also write a chart of training and validation bits/char (SVG).", show_default=False)] = None,
 ):
@@ -28,7 +28,7 @@ def info(
             if plot.suffix.lower() != ".svg":
                 raise CharRNNError(f"--plot {plot}: only SVG is supported; name the file with .svg")
             files.output_file(plot, "--plot")
-        summary = api.load(checkpoint, device="cpu").summary()
+        summary = api.load(one_checkpoint(checkpoint, checkpoint_option), device="cpu").summary()
         if plot is not None:
             from charrnn.visualize.chart import loss_chart_svg
 
@@ -72,8 +72,8 @@ def show(
 
 
 def export(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="A .pt file or a run directory. Default: the most recent run.", show_default=False)] = None,
+    checkpoint: CheckpointArgument = None,
+    checkpoint_option: CheckpointAlias = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The page to write. Default: <run name>.html.", show_default=False)] = None,
     weights: Annotated[str, typer.Option(help="How the page stores the weights: int8 (one scale per row; smallest), fp16 or fp32.")] = "int8",
     seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="The seed the page opens with. Default: one that suits the corpus.",
@@ -83,7 +83,7 @@ def export(
     with user_errors():
         from charrnn import api, files, ui
 
-        model = api.load(checkpoint, device="cpu")
+        model = api.load(one_checkpoint(checkpoint, checkpoint_option), device="cpu")
         out = files.output_file(out or Path(f"{model.name}.html"), "--out")
         files.atomic_write_text(out, model.export_html(weights=weights, seed=seed))
         ui.message(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {weights} weights); open it in a browser")
