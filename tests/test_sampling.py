@@ -5,7 +5,7 @@ from charrnn import checkpoint
 from charrnn.config import Cell, SampleConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.sampling import FastStepper, choose_next, generate
+from charrnn.sampling import FastStepper, choose_next, generate, overflows_float32
 
 from .conftest import TINY_TEXT, tiny_config
 
@@ -49,12 +49,17 @@ def test_top_k_one_equals_greedy(memorised):
     assert text(*memorised, "lazy", temperature=1.0, top_k=1) == text(*memorised, "lazy", temperature=0)
 
 
-def test_a_temperature_too_small_for_float32_is_greedy_not_a_crash():
+def test_a_temperature_too_small_for_float32_is_greedy_not_a_crash(memorised):
+    greedy = text(*memorised, "lazy", temperature=0)
+    for temperature in (1e-40, 1e-45, 5e-324):  # logits / T overflow to inf (or T rounds to 0 in float32)
+        assert text(*memorised, "lazy", temperature=temperature) == greedy
     logits = torch.tensor([[0.5, 3.0, -2.0, 2.9]])
     gen = torch.Generator().manual_seed(0)
-    for temperature in (1e-40, 1e-45, 5e-324):  # logits / T overflow to inf (or T rounds to 0 in float32)
-        assert int(choose_next(logits, gen, temperature)) == 1
     assert {int(choose_next(logits, gen, 1e-3)) for _ in range(50)} == {1}  # small but finite: as sharp
+    model = memorised[0]
+    assert not overflows_float32(model, 1e-3) and overflows_float32(model, 1e-40)
+    with pytest.raises(RuntimeError):  # what the check prevents: softmax of overflowed logits is NaN
+        choose_next(logits, gen, 1e-40)
 
 
 def test_a_memorised_string_is_reproduced_from_its_first_characters(memorised):
