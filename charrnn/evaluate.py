@@ -214,8 +214,9 @@ def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
 
 
 def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, config: EvalConfig, bf16: bool = False,
-                    on_chars: Callable[[int], None] | None = None) -> EvalResult:
-    """Score a text that arrives in chunks of ids (bounded memory); `unknown` counts characters skipped."""
+                    on_chars: Callable[[int], None] | None = None, name: str = "the text") -> EvalResult:
+    """Score a text that arrives in chunks of ids (bounded memory); `unknown` counts characters skipped. A text
+    with nothing to score (one known character) is an error naming `name`."""
     start = time.perf_counter()
     total = total_static = 0.0
     step_totals = [0.0] * len(config.dynamic_lr)
@@ -235,14 +236,17 @@ def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, con
             total += float(losses.double().sum())
             chars += len(losses)
     seconds = time.perf_counter() - start
+    if not chars:  # one known character: nothing is predicted from another
+        raise CharRNNError(f"{name}: it needs at least 2 characters the model knows, since each character is scored "
+                           "from those before it; pass a longer text")
     return EvalResult(
-        nats_per_char=total / chars if chars else float("nan"),
+        nats_per_char=total / chars,
         chars=chars,
         seconds=seconds,
         unknown_chars=unknown,
-        static_nats_per_char=(total_static / chars if chars else None) if config.dynamic else None,
+        static_nats_per_char=total_static / chars if config.dynamic else None,
         dynamic_steps=(tuple((lr, window, t / chars) for lr, window, t in zip(config.dynamic_lr, config.dynamic_window, step_totals))
-                       if config.dynamic and chars else ()),
+                       if config.dynamic else ()),
     )
 
 
@@ -291,8 +295,5 @@ def run(model: CharRNN, vocab: Vocab, source: TextSource, *, config: EvalConfig 
                           batch_size=config.streams)
     chunks = source.chunks(vocab, config.strict)
     kernels.keep_freed_memory(device)  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
-    result = evaluate_chunks(model, chunks, config=config, bf16=bf16, on_chars=on_chars)
-    if not result.chars:  # one known character: nothing is predicted from another
-        raise CharRNNError(f"{files.shown_name(source.path())}: it needs at least 2 characters the model knows, since each "
-                           "character is scored from those before it; pass a longer text")
+    result = evaluate_chunks(model, chunks, config=config, bf16=bf16, on_chars=on_chars, name=files.shown_name(source.path()))
     return replace(result, file=str(source.path()))
