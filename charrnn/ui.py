@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 from rich.console import Console
 
@@ -62,21 +63,24 @@ class TrainProgress:
     def __call__(self, p) -> None:
         if self.quiet:
             return
-        val = f" val {p.val_bits:.3f}" if p.val_bits is not None else ""
-        total = f"/{p.total_steps}" if p.total_steps else ""
-        status = f"step {p.step}{total} bits/char: train {bits(p.train_nats):.3f}{val} {p.chars_per_second:,.0f} chars/s"
         if not self.terminal:
             if self._tenths.due(p.fraction_done):
                 left = p.elapsed * (1 - p.fraction_done) / p.fraction_done
-                message(f"train {p.fraction_done:4.0%} {_clock(p.elapsed)}<{_clock(left)} {status}")
+                message(f"train {p.fraction_done:4.0%} {_clock(p.elapsed)}<{_clock(left)} {self._status(p)}")
             return
         from tqdm import tqdm
 
         if self.bar is None:
             self.bar = tqdm(total=1000, desc="train", unit="‰", dynamic_ncols=True,
                             bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}{postfix}")
-        self.bar.set_postfix_str(status, refresh=False)
+        self.bar.set_postfix_str(self._status(p), refresh=False)
         self.bar.update(int(p.fraction_done * 1000) - self.bar.n)
+
+    @staticmethod
+    def _status(p) -> str:
+        val = f" val {p.val_bits:.3f}" if p.val_bits is not None else ""
+        total = f"/{p.total_steps}" if p.total_steps else ""
+        return f"step {p.step}{total} bits/char: train {bits(p.train_nats):.3f}{val} {p.chars_per_second:,.0f} chars/s"
 
     def message(self, text: str) -> None:
         """A log line (or a sample) printed above the bar, which is redrawn below it."""
@@ -108,8 +112,6 @@ class CountProgress:
         if self.quiet:
             return
         if not self.terminal:
-            import time
-
             self._start = self._start or time.perf_counter()
             self._done += n
             if self.total and self._tenths.due(self._done / self.total):
