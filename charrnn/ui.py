@@ -115,15 +115,28 @@ class CountProgress:
             self._start = self._start or time.perf_counter()
             self._done += n
             if self.total and self._tenths.due(self._done / self.total):
-                seconds = time.perf_counter() - self._start
-                message(f"{self.desc} {min(1.0, self._done / self.total):4.0%} {_clock(seconds)} "
-                        f"{self._done:,} chars, {self._done / max(seconds, 1e-9):,.0f} chars/s")
+                self._line(min(1.0, self._done / self.total))
             return
         if self.bar is None:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc=self.desc, unit="char", unit_scale=True, dynamic_ncols=True)
         self.bar.update(n)
+
+    def _line(self, fraction: float) -> None:
+        seconds = time.perf_counter() - self._start
+        message(f"{self.desc} {fraction:4.0%} {_clock(seconds)} {self._done:,} chars, {self._done / max(seconds, 1e-9):,.0f} chars/s")
+
+    def finish(self) -> None:
+        """The work is done: show 100%. The total is a guess (a file's bytes, not its characters; the first
+        character is context, not scored), so the count alone may stop short of it."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        elif not self.terminal and self._done and self._tenths.due(1.0):
+            self._line(1.0)
 
     def close(self) -> None:
         if self.bar is not None:

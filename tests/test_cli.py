@@ -231,6 +231,16 @@ def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memo
     assert set(json.loads(machine.stdout)) >= {"bits_per_char", "nats_per_char", "perplexity"}
 
 
+def test_eval_progress_into_a_log_ends_at_100_percent(runner, memorised_run, tmp_path):
+    # the total is the file's bytes and the first character is context, not scored: the count stops short of it
+    text = tmp_path / "text.txt"
+    text.write_text(TINY_TEXT.replace("dog", "dög"), encoding="utf-8")  # 40 two-byte characters
+    result = runner.invoke(app, ["eval", str(text), "-c", str(memorised_run)])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("eval 100%") and [line.startswith("eval 100%") for line in lines].count(True) == 1, lines
+
+
 @pytest.mark.parametrize("command", [["eval", "--json"], ["sample", "--length", "5"]])
 def test_eval_and_sample_run_on_the_cpu_threads_asked_for(runner, memorised_run, command):
     # two runs side by side at one thread each must not each score with all the cores (bench/quality.py does that)

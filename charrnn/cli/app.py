@@ -301,6 +301,7 @@ def evaluate_command(
             result = model.evaluate(source, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_share=dynamic_share,
                                     dynamic_window=dynamic_window, dynamic_decay=dynamic_decay, streams=streams, strict=strict,
                                     precision=precision, on_chars=progress)
+            progress.finish()
         finally:
             progress.close()
         if json_output:
