@@ -13,19 +13,10 @@ from pathlib import Path
 import torch
 
 from charrnn.errors import CharRNNError
-from charrnn.files import STDIN, shown_name
+from charrnn.files import STDIN, input_file, shown_name
 from charrnn.vocab import Vocab, printable
 
 READ_CHUNK_BYTES = 8 << 20
-
-
-def _check_readable(path: Path) -> None:
-    if path == STDIN:
-        return
-    if not path.exists():
-        raise CharRNNError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise CharRNNError(f"{path}: is a directory; pass a text file")
 
 
 ENCODING_FIX = "pass --encoding latin-1 (or the file's real encoding)"
@@ -52,7 +43,7 @@ def read_text(path: Path, *, max_chars: int | None = None, encoding: str = "utf-
 
 def _iter_decoded(path: Path, encoding: str, fix: str) -> Iterator[tuple[str, bytes]]:
     """(decoded text, raw bytes) per 8 MB chunk, a character split across chunks decoded whole."""
-    _check_readable(path)
+    input_file(path)
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:

@@ -119,15 +119,17 @@ def shown_name(path: Path) -> str:
     return "standard input" if Path(path) == STDIN else str(path)
 
 
-def input_file(path: Path, option: str) -> Path:
-    """A file to read: it exists, is not a folder, and can be opened; or "-", standard input."""
+def input_file(path: Path, option: str | None = None) -> Path:
+    """A file to read: it exists, is not a folder, and can be opened; or "-", standard input. Errors name the
+    option the path came from, if any."""
     path = Path(path)
     if path == STDIN:
         return path
+    named = f"{option} {path}" if option else str(path)
     if not path.exists():
-        raise CharRNNError(f"{option} {path}: no such file; check the path")
+        raise CharRNNError(f"{named}: no such file; check the path")
     if path.is_dir():
-        raise CharRNNError(f"{option} {path}: is a folder; pass a file")
+        raise CharRNNError(f"{named}: is a folder; pass a text file")
     if not os.access(path, os.R_OK):
-        raise CharRNNError(f"{option} {path}: not readable (permission denied); check its permissions")
+        raise CharRNNError(f"{named}: not readable (permission denied); check its permissions")
     return path

@@ -158,7 +158,7 @@ def test_an_unknown_cell_is_a_usage_error(runner, tiny_corpus):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "no such file"),
-    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.mkdir(), "is a folder"),
     (lambda p: p.write_bytes(b""), "empty"),
     (lambda p: p.write_bytes(b"caf\xe9"), "byte 3"),
     (lambda p: p.write_bytes(bytes(range(256)) * 10), "not valid utf-8"),
