@@ -105,12 +105,34 @@ def remove_empty_folders(folders: list[Path]) -> None:
             return
 
 
+# Every page charrnn writes carries this tag, so that writing a page again may replace charrnn's own page but
+# never a user's file that happens to have the default name (page.html, <run>.html).
+PAGE_MARK = '<meta name="generator" content="charrnn">'
+
+
 def output_file(path: Path, option: str) -> Path:
     """A file to (over)write: not a folder; its parent folders are created; an unwritable place is an error."""
     path = Path(path)
     if path.is_dir():
         raise CharRNNError(f"{option} {path}: is a folder; name a file to write")
     output_dir(path.parent, option, named=path)
+    return path
+
+
+def output_page(path: Path, option: str, *, force: bool = False) -> Path:
+    """An HTML page to write: as output_file, and an existing file there must be a page charrnn wrote (or
+    `force`), so that a default name never replaces a user's own file."""
+    path = output_file(path, option)
+    if force or not path.is_file():
+        return path
+    try:
+        with open(path, "rb") as f:
+            ours = PAGE_MARK.encode() in f.read(4096)
+    except OSError:  # unreadable: writing over it will report the problem
+        return path
+    if not ours:
+        raise CharRNNError(f"{option} {path}: a file charrnn did not write is there; "
+                           f"name another file with {option}, or pass --force to replace it")
     return path
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from charrnn.cli import app
+from charrnn.files import PAGE_MARK
 
 UNWRITABLE = "/proc/charrnn-test/x"  # /proc takes no new files, even for root
 
@@ -88,13 +89,26 @@ def test_output_files(runner, places, memorised_run, tiny_corpus, monkeypatch, c
     target = places[place]
     if place == "file":
         target = target.with_name(name)
-        target.write_text("old")
+        target.write_text(f"old {PAGE_MARK}")  # a page charrnn wrote: show may replace it without --force
     elif place != "folder":
         target = target.with_name(name)
     args = [a.format(run=memorised_run, text=tiny_corpus) for a in command]
     result = runner.invoke(app, [*args, str(target)])
     if works:
         assert result.exit_code == 0, result.stderr
-        assert target.is_file() and target.read_text() != "old"
+        assert target.is_file() and target.read_text() != f"old {PAGE_MARK}"
     else:
         one_line_error(result, str(target))
+
+
+@pytest.mark.parametrize("command", [["show", "{text}", "-c", "{run}"], ["export", "{run}"]])
+def test_a_page_replaces_only_a_page_charrnn_wrote_unless_forced(runner, memorised_run, tiny_corpus, tmp_path, command):
+    # show's default is page.html, export's <run>.html: names a user's own file may have
+    target = tmp_path / "page.html"
+    target.write_text("<html>my own page</html>")
+    args = [a.format(run=memorised_run, text=tiny_corpus) for a in command] + ["-o", str(target)]
+    one_line_error(runner.invoke(app, args), str(target), "--force")
+    assert target.read_text() == "<html>my own page</html>"
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0 and PAGE_MARK in target.read_text()
+    again = runner.invoke(app, args)  # now charrnn's own page: writing it again needs no --force
+    assert again.exit_code == 0, again.stderr

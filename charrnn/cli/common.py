@@ -53,6 +53,7 @@ CheckpointArgument = Annotated[Optional[Path], typer.Argument(
 CheckpointAlias = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="The same as the CHECKPOINT argument, as sample and eval take it.", show_default=False)]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, then mps, then cpu.")]
+ForceOption = Annotated[bool, typer.Option(help="Replace --out even if it is not a page charrnn wrote.")]
 
 
 def one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:

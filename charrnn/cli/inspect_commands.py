@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.common import CheckpointAlias, CheckpointArgument, CheckpointOption, DeviceOption, one_checkpoint, user_errors
+from charrnn.cli.common import CheckpointAlias, CheckpointArgument, CheckpointOption, DeviceOption, ForceOption, one_checkpoint, user_errors
 from charrnn.config import Device
 from charrnn.errors import CharRNNError
 
@@ -50,6 +50,7 @@ def show(
     find_cells: Annotated[bool, typer.Option("--find-cells",
         help="Rank cells by correlation with string/comment/bracket-depth/column features; list them on stderr.")] = False,
     drop_unknown: Annotated[bool, typer.Option(help="Drop characters the model does not know instead of failing.")] = False,
+    force: ForceOption = False,
     device: DeviceOption = Device.AUTO,
 ):
     """Write an HTML page of a text coloured by the model's surprise (or a cell's activation), with its top-5 guesses on hover."""
@@ -59,7 +60,7 @@ def show(
 
         if max_chars < 1:
             raise CharRNNError(f"--max-chars must be at least 1, got {max_chars}")
-        files.output_file(out, "--out")
+        files.output_page(out, "--out", force=force)
         text = data.read_text(files.input_file(file, "FILE"), max_chars=max_chars)
         model = api.load(checkpoint, device=device)
         chosen = cells.parse_cell(cell, model.config.layers, model.config.hidden) if cell else None
@@ -78,12 +79,13 @@ def export(
     weights: Annotated[str, typer.Option(help="How the page stores the weights: int8 (one scale per row; smallest), fp16 or fp32.")] = "int8",
     seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="The seed the page opens with. Default: one that suits the corpus.",
                                                 show_default=False)] = None,
+    force: ForceOption = False,
 ):
     """Write the model as one self-contained web page that generates text in the browser (share it as a file)."""
     with user_errors():
         from charrnn import api, files, ui
 
         model = api.load(one_checkpoint(checkpoint, checkpoint_option), device="cpu")
-        out = files.output_file(out or Path(f"{model.name}.html"), "--out")
+        out = files.output_page(out or Path(f"{model.name}.html"), "--out", force=force)
         files.atomic_write_text(out, model.export_html(weights=weights, seed=seed))
         ui.message(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {weights} weights); open it in a browser")

@@ -7,11 +7,12 @@ import json
 import math
 from string import Template
 
+from charrnn.files import PAGE_MARK
 from charrnn.visualize.trace import Trace
 
 # The page as it is served, with $name placeholders (string.Template), so its CSS and JS read as written.
 PAGE = Template("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>${title}</title>
+<html lang="en"><head><meta charset="utf-8">${mark}<title>${title}</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 1.5em; }
 #text { font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; line-height: 1.35; }
@@ -71,6 +72,6 @@ def render(t: Trace, *, title: str, cell: tuple[int, int] | None = None) -> str:
                     for i, (ch, v) in enumerate(zip(t.text, values)))
     top_json = json.dumps([[[c, round(p, 4)] for c, p in row] for row in t.top], ensure_ascii=True)
     value_json = json.dumps([None if math.isnan(v) else round(v, 3) for v in values])
-    return PAGE.substitute(title=html.escape(title), spans=spans, top_json=top_json.replace("</", "<\\/"),
+    return PAGE.substitute(mark=PAGE_MARK, title=html.escape(title), spans=spans, top_json=top_json.replace("</", "<\\/"),
                            value_json=value_json, value_name=name, legend=html.escape(legend),
                            lo_label=lo_label, hi_label=hi_label, bar=bar)
