@@ -125,6 +125,8 @@ class Model:
 
     def prepare_seed(self, seed: str, *, drop_unknown: bool = False) -> str:
         """The seed as the model reads it: an unknown character is an error, or dropped with drop_unknown."""
+        if not isinstance(seed, str):
+            raise TypeError(f"seed must be a string, got {seed!r}")
         prepared = self.vocab.decode(self.vocab.encode(seed, drop_unknown=drop_unknown))
         if seed and not prepared:
             raise CharRNNError("every character of the seed is unknown to the model; give a seed in the corpus's alphabet")
@@ -132,11 +134,11 @@ class Model:
 
     def stream_samples(self, seed: str = "", *, num_samples: int = 1, length: int = 1000, temperature: float = 0.8,
                        top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None,
-                       stop: tuple[str, ...] | list[str] = (), drop_unknown: bool = False) -> Iterator[list[str]]:
+                       stop: str | tuple[str, ...] | list[str] = (), drop_unknown: bool = False) -> Iterator[list[str]]:
         """Per step, the next character of each of `num_samples` samples drawn together ("" once one has
         stopped at a `stop` string). The seed itself is not repeated. Temperature 0 is greedy."""
         config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                              num_samples=num_samples, random_seed=random_seed, stop=tuple(stop))
+                              num_samples=num_samples, random_seed=random_seed, stop=stop)
         seed_text = self.prepare_seed(seed, drop_unknown=drop_unknown)
         generator = sampling.make_generator(random_seed, self.device)
         return sampling.generate(self.network, self.vocab, seed_text, config, generator)
@@ -148,7 +150,7 @@ class Model:
                 yield chars[0]
 
     def generate(self, seed: str = "", *, length: int = 1000, temperature: float = 0.8, top_k: int | None = None,
-                 top_p: float | None = None, random_seed: int | None = None, stop: tuple[str, ...] | list[str] = (),
+                 top_p: float | None = None, random_seed: int | None = None, stop: str | tuple[str, ...] | list[str] = (),
                  drop_unknown: bool = False, echo: bool = True) -> str:
         """`length` characters after `seed` (the seed first, unless echo=False), as `charrnn sample` prints them.
         The same random_seed and options give the same text."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 
 from charrnn.errors import CharRNNError
@@ -44,6 +48,37 @@ class ValSplit(str, enum.Enum):
 class Schedule(str, enum.Enum):
     COSINE = "cosine"
     CONSTANT = "constant"
+
+
+# What a number, flag or text field accepts. Integral and Real admit numpy's scalars; bool is an int to Python
+# but never a count or a rate here.
+_KINDS = {int: ("a whole number", numbers.Integral), float: ("a number", numbers.Real), bool: ("True or False", bool),
+          str: ("a string", str)}
+
+
+@functools.cache
+def _field_kinds(cls) -> dict[str, tuple[str, tuple[type, ...], bool]]:
+    """Per plain field: (what it wants, the types that pass, whether None passes). Enum and tuple fields are left
+    out: __post_init__ converts those, and names the choices when a value is not one of them."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        plain = [arg for arg in args if arg is not type(None)]
+        if all(arg in _KINDS for arg in plain):
+            kinds[name] = (" or ".join(_KINDS[arg][0] for arg in plain), tuple(_KINDS[arg][1] for arg in plain),
+                           type(None) in args)
+    return kinds
+
+
+def check_types(obj) -> None:
+    """A config built from Python (charrnn.train's keywords, a SampleConfig) gets a TypeError naming the field and
+    what it wants, not one from deep inside torch; the command line has converted its values already."""
+    for name, (wanted, accepted, optional) in _field_kinds(type(obj)).items():
+        value = getattr(obj, name)
+        if value is None and optional:
+            continue
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise TypeError(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
 
 
 def _positive(name: str, value: float | int | None) -> None:
@@ -86,6 +121,7 @@ class ModelConfig:
     weight_drop: float = 0.0  # DropConnect on each layer's hidden-to-hidden weights, one mask per step (Merity et al. 2017)
 
     def __post_init__(self):
+        check_types(self)
         object.__setattr__(self, "cell", Cell(self.cell))
         for name in ("vocab_size", "layers", "hidden", "embedding"):
             _positive(name, getattr(self, name))
@@ -130,6 +166,7 @@ class TrainConfig:
     sample_seed: str | None = None  # None: one that suits the corpus (data.suggest_seed)
 
     def __post_init__(self):
+        check_types(self)
         object.__setattr__(self, "schedule", Schedule(self.schedule))
         object.__setattr__(self, "precision", Precision(self.precision))
         object.__setattr__(self, "val_split", ValSplit(self.val_split))
@@ -172,7 +209,11 @@ class SampleConfig:
     drop_unknown: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "stop", tuple(self.stop))
+        check_types(self)
+        # one string is one stop string, not a stop at each of its characters
+        object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+        if not all(isinstance(s, str) for s in self.stop):
+            raise TypeError(f"stop must be a string or a list of strings, got {self.stop!r}")
         if self.length < 0:
             raise CharRNNError(f"--length must be 0 or more, got {self.length}")
         _zero_or_more("temperature", self.temperature, "greedy")
@@ -210,6 +251,7 @@ class EvalConfig:
     dynamic_decay: float = 0.001  # fraction of the way back to the trained weights per update
 
     def __post_init__(self):
+        check_types(self)
         steps = (self.dynamic_lr,) if isinstance(self.dynamic_lr, (int, float)) else tuple(self.dynamic_lr)
         if not steps:
             raise CharRNNError("--dynamic-lr needs at least one step, e.g. --dynamic-lr 1e-3")

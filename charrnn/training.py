@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
-from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits
+from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
 from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, pick_device
 from charrnn.errors import CharRNNError
@@ -41,6 +41,9 @@ class ModelOptions:
     embedding_dropout: float = 0.0
     variational: bool = False
     weight_drop: float = 0.0
+
+    def __post_init__(self):
+        check_types(self)
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
         embedding = self.embedding or min(vocab_size, 256)

@@ -4,6 +4,7 @@ import dataclasses
 import inspect
 import json
 import pydoc
+import re
 
 import pytest
 import torch
@@ -69,6 +70,32 @@ def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
         charrnn.train(tiny_corpus, hiden=32)
     with pytest.raises(charrnn.CharRNNError, match="'lstn' is not a valid Cell"):
         charrnn.train(tiny_corpus, cell="lstn")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, corpus: m.generate(123), "seed must be a string, got 123"),
+    (lambda m, corpus: m.generate("the", length="10"), "length must be a whole number, got '10'"),
+    (lambda m, corpus: m.generate("the", temperature="0.5"), "temperature must be a number, got '0.5'"),
+    (lambda m, corpus: m.generate("the", top_k=2.5), "top_k must be a whole number or None, got 2.5"),
+    (lambda m, corpus: m.generate("the", stop=[1]), "stop must be a string or a list of strings"),
+    (lambda m, corpus: charrnn.train(corpus, steps="5"), "steps must be a whole number or None, got '5'"),
+    (lambda m, corpus: charrnn.train(corpus, hidden=1.5), "hidden must be a whole number, got 1.5"),
+    (lambda m, corpus: charrnn.train(corpus, steps=True), "steps must be a whole number or None, got True"),
+    (lambda m, corpus: charrnn.train(corpus, skip="no"), "skip must be True or False, got 'no'"),
+])
+def test_a_wrong_type_from_python_names_the_option_and_what_it_wants(memorised_run, tiny_corpus, call, message):
+    # not "'<' not supported between 'str' and 'int'" from deep inside, nor True read as one step
+    with pytest.raises(TypeError, match=re.escape(message)):
+        call(charrnn.load(memorised_run), tiny_corpus)
+    assert not (tiny_corpus.parent / "runs").exists()
+
+
+def test_a_stop_string_is_one_string_not_a_stop_at_each_of_its_characters(memorised_run):
+    model = charrnn.load(memorised_run)
+    whole = model.generate("the", length=100, temperature=0)
+    assert "\n" in whole[:90] and "\n\n" not in whole  # TINY_TEXT has single newlines only
+    assert model.generate("the", length=100, temperature=0, stop="\n\n") == whole
+    assert model.generate("the", length=100, temperature=0, stop="\n") == whole[:whole.index("\n") + 1]
 
 
 def test_the_command_lines_defaults_are_the_apis():
