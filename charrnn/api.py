@@ -13,13 +13,14 @@ on them too. Public: `train`, `load`, `Model`, `TrainResult`, `Progress`, `EvalR
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from charrnn import checkpoint, corpora, devices, sampling
-from charrnn.config import Cell, Device, EvalConfig, Precision, SampleConfig, TrainConfig
+from charrnn.config import Device, EvalConfig, Precision, SampleConfig, TrainConfig, choice
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalResult, TextSource
 from charrnn.evaluate import run as _evaluate
@@ -39,7 +40,14 @@ _RUN_OPTIONS = ("out", "resume", "force", "device", "threads", "encoding")
 TRAIN_OPTIONS = _MODEL_OPTIONS + _CONFIG_OPTIONS + _RUN_OPTIONS  # the keyword arguments `train` takes
 
 
+def _check_text(name: str, value, *, optional: bool = False) -> None:
+    if not (isinstance(value, str) or optional and value is None):
+        raise TypeError(f"{name} must be a string{' or None' if optional else ''}, got {value!r}")
+
+
 def _check_threads(threads: int | None) -> None:
+    if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool)):
+        raise TypeError(f"threads must be a whole number or None, got {threads!r}")
     if threads is not None and threads < 1:
         raise CharRNNError(f"--threads must be at least 1, got {threads}")
 
@@ -65,14 +73,11 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     if options.get("embedding") is not None and options["embedding"] < 1:
         raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")
     path, name = corpora.resolve(None if corpus is None else str(corpus))
-    try:  # the enums (cell, schedule, precision, device) name their choices when a value is not one of them
-        model = ModelOptions(**{k: Cell(v) if k == "cell" else v for k, v in options.items() if k in _MODEL_OPTIONS})
-        config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})
-        run_options = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
-        if "device" in run_options:
-            run_options["device"] = Device(run_options["device"]).value
-    except ValueError as e:
-        raise CharRNNError(f"{e}; see charrnn.train's options (the choices are those of `charrnn train --help`)") from None
+    model = ModelOptions(**{k: v for k, v in options.items() if k in _MODEL_OPTIONS})
+    config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})
+    run_options = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
+    if "device" in run_options:
+        run_options["device"] = choice(Device, run_options["device"], "device").value
     out = Path(run_options.pop("out", None) or RUNS_DIR / name)
     job = TrainJob(corpus_path=path, corpus_name=name, out=out, model=model, train=config,
                    explicit=frozenset(options), planned=frozenset(PLANNED) - frozenset(options), **run_options)
@@ -125,8 +130,7 @@ class Model:
 
     def prepare_seed(self, seed: str, *, drop_unknown: bool = False) -> str:
         """The seed as the model reads it: an unknown character is an error, or dropped with drop_unknown."""
-        if not isinstance(seed, str):
-            raise TypeError(f"seed must be a string, got {seed!r}")
+        _check_text("seed", seed)
         prepared = self.vocab.decode(self.vocab.encode(seed, drop_unknown=drop_unknown))
         if seed and not prepared:
             raise CharRNNError("every character of the seed is unknown to the model; give a seed in the corpus's alphabet")
@@ -181,7 +185,7 @@ class Model:
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_share=dynamic_share,
                             dynamic_window=dynamic_window, dynamic_decay=dynamic_decay)
         source = file if isinstance(file, TextSource) else self.text_source(file, encoding=encoding)
-        result = _evaluate(self.network, self.vocab, source, config=config, precision=Precision(precision),
+        result = _evaluate(self.network, self.vocab, source, config=config, precision=choice(Precision, precision, "precision"),
                            on_chars=on_chars)
         return dataclasses.replace(result, checkpoint=str(self.path))
 
@@ -206,6 +210,8 @@ class Model:
         opened from disk. `weights`: "int8" (default, one scale per row), "fp16" or "fp32"."""
         from charrnn import export
 
+        _check_text("seed", seed, optional=True)
+        _check_text("title", title, optional=True)
         summary = self.summary()
         c, corpus = self.config, summary.get("corpus") or {}
         name = title or f"charrnn · {self.name}"
@@ -222,6 +228,7 @@ class Model:
         value (a `charrnn.visualize.trace.Trace`, which `charrnn show` renders)."""
         from charrnn.visualize.trace import trace
 
+        _check_text("text", text)
         text = self.vocab.decode(self.vocab.encode(text, drop_unknown=drop_unknown))
         if len(text) < 2:
             raise CharRNNError("the text needs at least 2 characters the model knows to show anything")

@@ -81,6 +81,23 @@ def check_types(obj) -> None:
             raise TypeError(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
 
 
+def choice(kind: type[enum.Enum], value, option: str):
+    """`value` as a member of `kind`; anything else is an error naming the choices, as the command line's is."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise CharRNNError(f"--{option} must be one of {', '.join(m.value for m in kind)}, got {value!r}") from None
+
+
+def _numbers(name: str, value, whole: bool) -> tuple:
+    """One number or a list of them (dynamic evaluation's per-copy settings) as a tuple."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    accepted = numbers.Integral if whole else numbers.Real
+    if not all(isinstance(v, accepted) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"{name} must be {'a whole number' if whole else 'a number'} or a list of them, got {value!r}")
+    return values
+
+
 def _positive(name: str, value: float | int | None) -> None:
     if value is not None and not 0 < value < math.inf:  # NaN fails every comparison
         finite = "" if value <= 0 else " and finite"
@@ -122,7 +139,7 @@ class ModelConfig:
 
     def __post_init__(self):
         check_types(self)
-        object.__setattr__(self, "cell", Cell(self.cell))
+        object.__setattr__(self, "cell", choice(Cell, self.cell, "cell"))
         for name in ("vocab_size", "layers", "hidden", "embedding"):
             _positive(name, getattr(self, name))
         for name in ("dropout", "embedding_dropout", "weight_drop"):
@@ -167,9 +184,9 @@ class TrainConfig:
 
     def __post_init__(self):
         check_types(self)
-        object.__setattr__(self, "schedule", Schedule(self.schedule))
-        object.__setattr__(self, "precision", Precision(self.precision))
-        object.__setattr__(self, "val_split", ValSplit(self.val_split))
+        object.__setattr__(self, "schedule", choice(Schedule, self.schedule, "schedule"))
+        object.__setattr__(self, "precision", choice(Precision, self.precision, "precision"))
+        object.__setattr__(self, "val_split", choice(ValSplit, self.val_split, "val-split"))
         for name in ("seq_len", "batch_size", "lr", "steps", "epochs", "minutes", "eval_every", "val_max_chars",
                      "sample_every", "sample_length"):
             _positive(name, getattr(self, name))
@@ -211,9 +228,10 @@ class SampleConfig:
     def __post_init__(self):
         check_types(self)
         # one string is one stop string, not a stop at each of its characters
-        object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
-        if not all(isinstance(s, str) for s in self.stop):
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop) if isinstance(self.stop, (list, tuple)) else None
+        if stop is None or not all(isinstance(s, str) for s in stop):
             raise TypeError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", stop)
         if self.length < 0:
             raise CharRNNError(f"--length must be 0 or more, got {self.length}")
         _zero_or_more("temperature", self.temperature, "greedy")
@@ -252,13 +270,13 @@ class EvalConfig:
 
     def __post_init__(self):
         check_types(self)
-        steps = (self.dynamic_lr,) if isinstance(self.dynamic_lr, (int, float)) else tuple(self.dynamic_lr)
+        steps = _numbers("dynamic_lr", self.dynamic_lr, whole=False)
         if not steps:
             raise CharRNNError("--dynamic-lr needs at least one step, e.g. --dynamic-lr 1e-3")
         object.__setattr__(self, "dynamic_lr", tuple(float(step) for step in steps))  # frozen: normalise once
         for step in self.dynamic_lr:
             _positive("dynamic_lr", step)
-        windows = (self.dynamic_window,) if isinstance(self.dynamic_window, int) else tuple(self.dynamic_window or ())
+        windows = () if self.dynamic_window is None else _numbers("dynamic_window", self.dynamic_window, whole=True)
         if not windows:  # none given (None or empty)
             windows = DYNAMIC_COPIES[1] if self.dynamic_lr == DYNAMIC_COPIES[0] else (DYNAMIC_WINDOW,)
         if len(windows) == 1:

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 import torch
 
-from charrnn.config import Cell, Device, Precision
+from charrnn.config import Cell, Device, Precision, choice
 from charrnn.errors import CharRNNError
 
 # An LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
@@ -29,10 +29,7 @@ WIDE_LSTM_BF16_BATCH = 128
 
 def pick_device(name: Device | str) -> torch.device:
     """auto: cuda, then Apple's mps, then cpu. Asking for a device this machine lacks is an error that says so."""
-    try:
-        name = Device(name)
-    except ValueError:
-        raise CharRNNError(f"--device {name!r} is not one of {', '.join(d.value for d in Device)}") from None
+    name = choice(Device, name, "device")
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name is Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
-from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types
+from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
 from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, pick_device
 from charrnn.errors import CharRNNError
@@ -44,6 +44,7 @@ class ModelOptions:
 
     def __post_init__(self):
         check_types(self)
+        object.__setattr__(self, "cell", choice(Cell, self.cell, "cell"))
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
         embedding = self.embedding or min(vocab_size, 256)

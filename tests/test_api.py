@@ -68,8 +68,10 @@ def test_a_python_training_run_s_threads_end_with_the_run(tiny_corpus, tmp_path)
 def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
     with pytest.raises(charrnn.CharRNNError, match="unknown training option.*hiden.*hidden"):
         charrnn.train(tiny_corpus, hiden=32)
-    with pytest.raises(charrnn.CharRNNError, match="'lstn' is not a valid Cell"):
+    with pytest.raises(charrnn.CharRNNError, match="--cell must be one of lstm, gru, rnn, got 'lstn'"):
         charrnn.train(tiny_corpus, cell="lstn")
+    with pytest.raises(charrnn.CharRNNError, match="--precision must be one of auto, fp32, bf16, got 'bf15'"):
+        charrnn.train(tiny_corpus, precision="bf15")
 
 
 @pytest.mark.parametrize("call, message", [
@@ -78,6 +80,12 @@ def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
     (lambda m, corpus: m.generate("the", temperature="0.5"), "temperature must be a number, got '0.5'"),
     (lambda m, corpus: m.generate("the", top_k=2.5), "top_k must be a whole number or None, got 2.5"),
     (lambda m, corpus: m.generate("the", stop=[1]), "stop must be a string or a list of strings"),
+    (lambda m, corpus: m.generate("the", stop=None), "stop must be a string or a list of strings"),
+    (lambda m, corpus: m.evaluate(corpus, dynamic=True, dynamic_lr="1e-3"), "dynamic_lr must be a number or a list of them"),
+    (lambda m, corpus: m.evaluate(corpus, dynamic=True, dynamic_window=[16.5]), "dynamic_window must be a whole number or a list"),
+    (lambda m, corpus: m.trace(2.5), "text must be a string, got 2.5"),
+    (lambda m, corpus: m.export_html(seed=2.5), "seed must be a string or None, got 2.5"),
+    (lambda m, corpus: charrnn.load(corpus, threads=2.5), "threads must be a whole number or None, got 2.5"),
     (lambda m, corpus: charrnn.train(corpus, steps="5"), "steps must be a whole number or None, got '5'"),
     (lambda m, corpus: charrnn.train(corpus, hidden=1.5), "hidden must be a whole number, got 1.5"),
     (lambda m, corpus: charrnn.train(corpus, steps=True), "steps must be a whole number or None, got True"),
