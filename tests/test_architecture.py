@@ -46,8 +46,8 @@ LAYERS = {  # module: the charrnn modules it may import
     "cli.corpus": {"cli.common", "corpora", "errors", "files", "ui"},
     "cli.inspect_commands": {"api", "cli.common", "config", "data", "errors", "files", "ui", "visualize.cells",
                              "visualize.chart", "visualize.page"},
-    "cli.app": {"__init__", "api", "cli.common", "cli.corpus", "cli.inspect_commands", "config", "data", "files",
-                "ui"},
+    "cli.app": {"__init__", "api", "cli.common", "cli.corpus", "cli.inspect_commands", "config", "data", "errors",
+                "files", "ui"},
 }
 
 

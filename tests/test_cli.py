@@ -99,6 +99,8 @@ def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
     assert a.exit_code == 0 and a.stdout == b.stdout
     piped = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed-file", "-", "-n", "20", "-t", "0"], input="the quick")
     assert piped.exit_code == 0 and piped.stdout == b.stdout  # "-" is standard input
+    both = runner.invoke(app, ["sample", "-c", str(memorised_run), "--seed-file", str(tmp_path / "seed.txt"), "--seed", "x"])
+    assert both.exit_code == 1 and both.stderr == "error: both --seed and --seed-file given; give one\n"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -20,6 +20,7 @@ from charrnn.cli import inspect_commands
 from charrnn.cli.common import CheckpointOption, DeviceOption, ThreadsOption, given_options, user_errors
 from charrnn.cli.corpus import corpus_app
 from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit
+from charrnn.errors import CharRNNError
 
 # torch warns on import when numpy is absent; charrnn never needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -210,6 +211,8 @@ def sample(
 
         if out_dir is not None:
             files.output_dir(out_dir, "--out-dir")
+        if seed_file is not None and seed:
+            raise CharRNNError("both --seed and --seed-file given; give one")
         if seed_file is not None:
             seed = data.read_text(files.input_file(seed_file, "--seed-file"), fix="save the seed file as UTF-8")
         model = api.load(checkpoint, device=device, threads=threads)
