@@ -184,6 +184,12 @@ class Model:
         pair's own, else 64), their predictions mixed by fixed share. `to_dict()` gives `charrnn eval --json`."""
         config = EvalConfig(streams=streams, strict=strict, dynamic=dynamic, dynamic_lr=dynamic_lr, dynamic_share=dynamic_share,
                             dynamic_window=dynamic_window, dynamic_decay=dynamic_decay)
+        unused = [name for name, given in (("--dynamic-lr", config.dynamic_lr != EvalConfig.dynamic_lr),
+                                           ("--dynamic-window", dynamic_window is not None),
+                                           ("--dynamic-share", dynamic_share != EvalConfig.dynamic_share),
+                                           ("--dynamic-decay", dynamic_decay != EvalConfig.dynamic_decay)) if given]
+        if unused and not dynamic:  # a static score must not pass for the dynamic one the options describe
+            raise CharRNNError(f"{', '.join(unused)} set without --dynamic, which they tune; add --dynamic")
         source = file if isinstance(file, TextSource) else self.text_source(file, encoding=encoding)
         result = _evaluate(self.network, self.vocab, source, config=config, precision=choice(Precision, precision, "precision"),
                            on_chars=on_chars)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import charrnn
 from charrnn import __version__
 from charrnn.cli import app
 
@@ -231,6 +232,15 @@ def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memo
     assert len(checkpoint_lines) == 1 and str(memorised_run) in checkpoint_lines[0]  # unwrapped, however long
     machine = runner.invoke(app, ["eval", "-c", str(memorised_run), "--json"])
     assert set(json.loads(machine.stdout)) >= {"bits_per_char", "nats_per_char", "perplexity"}
+
+
+def test_dynamic_options_without_dynamic_are_an_error_not_a_static_score(runner, memorised_run):
+    result = runner.invoke(app, ["eval", "-c", str(memorised_run), "--dynamic-lr", "1e-3", "--dynamic-window", "8"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: --dynamic-lr, --dynamic-window set without --dynamic, which they tune; add --dynamic\n"
+    with pytest.raises(charrnn.CharRNNError, match="--dynamic-decay set without --dynamic"):
+        charrnn.load(memorised_run).evaluate(dynamic_decay=0.01)
+    assert runner.invoke(app, ["eval", "-c", str(memorised_run), "--dynamic", "--dynamic-lr", "1e-3", "-q"]).exit_code == 0
 
 
 def test_eval_progress_into_a_log_ends_at_100_percent(runner, memorised_run, tmp_path):
