@@ -72,6 +72,10 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     _check_threads(options.get("threads"))
     if options.get("embedding") is not None and options["embedding"] < 1:
         raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")
+    unused = [f"--{k.replace('_', '-')}" for k in ("sample_length", "sample_seed") if k in options]
+    if unused and options.get("sample_every") is None and not options.get("resume"):  # a resumed run may have it
+        raise CharRNNError(f"{', '.join(unused)} set without --sample-every, which turns samples during training on; "
+                           "add --sample-every N")
     path, name = corpora.resolve(None if corpus is None else str(corpus))
     model = ModelOptions(**{k: v for k, v in options.items() if k in _MODEL_OPTIONS})
     config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})

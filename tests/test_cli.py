@@ -234,6 +234,12 @@ def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memo
     assert set(json.loads(machine.stdout)) >= {"bits_per_char", "nats_per_char", "perplexity"}
 
 
+def test_training_sample_options_without_sample_every_are_an_error(runner, tiny_corpus):
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--sample-length", "50", "--steps", "2"])
+    assert result.exit_code == 1 and "--sample-length set without --sample-every" in result.stderr
+    assert not (tiny_corpus.parent / "runs").exists()
+
+
 def test_dynamic_options_without_dynamic_are_an_error_not_a_static_score(runner, memorised_run):
     result = runner.invoke(app, ["eval", "-c", str(memorised_run), "--dynamic-lr", "1e-3", "--dynamic-window", "8"])
     assert result.exit_code == 1
