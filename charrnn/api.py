@@ -52,6 +52,20 @@ def _check_threads(threads: int | None) -> None:
         raise CharRNNError(f"--threads must be at least 1, got {threads}")
 
 
+def _check_unused_training_options(options: dict) -> None:
+    """Options that only shape another that is off would do nothing: an error says which to add. A resumed run
+    may have that other option on, so resuming is left alone."""
+    if options.get("resume"):
+        return
+    unused = [f"--{k.replace('_', '-')}" for k in ("sample_length", "sample_seed") if k in options]
+    if unused and options.get("sample_every") is None:
+        raise CharRNNError(f"{', '.join(unused)} set without --sample-every, which turns samples during training on; "
+                           "add --sample-every N")
+    if options.get("variational") and not (options.get("dropout") or options.get("embedding_dropout")):
+        raise CharRNNError("--variational-dropout shapes the masks of --dropout and --embedding-dropout, and both are 0; "
+                           "give one of them (e.g. --dropout 0.2)")
+
+
 def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress], None] | None = None,
           log: Callable[[str], None] | None = None, **options) -> TrainResult:
     """Train a model on a text file or a built-in corpus ("cpp", "python"; default "cpp"); checkpoints go to
@@ -72,10 +86,7 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     _check_threads(options.get("threads"))
     if options.get("embedding") is not None and options["embedding"] < 1:
         raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")
-    unused = [f"--{k.replace('_', '-')}" for k in ("sample_length", "sample_seed") if k in options]
-    if unused and options.get("sample_every") is None and not options.get("resume"):  # a resumed run may have it
-        raise CharRNNError(f"{', '.join(unused)} set without --sample-every, which turns samples during training on; "
-                           "add --sample-every N")
+    _check_unused_training_options(options)
     path, name = corpora.resolve(None if corpus is None else str(corpus))
     model = ModelOptions(**{k: v for k, v in options.items() if k in _MODEL_OPTIONS})
     config = TrainConfig(**{k: v for k, v in options.items() if k in _CONFIG_OPTIONS})

@@ -234,9 +234,11 @@ def test_eval_prints_its_report_on_stdout_and_json_stays_one_object(runner, memo
     assert set(json.loads(machine.stdout)) >= {"bits_per_char", "nats_per_char", "perplexity"}
 
 
-def test_training_sample_options_without_sample_every_are_an_error(runner, tiny_corpus):
+def test_training_options_that_shape_one_that_is_off_are_an_error(runner, tiny_corpus):
     result = runner.invoke(app, ["train", str(tiny_corpus), "--sample-length", "50", "--steps", "2"])
     assert result.exit_code == 1 and "--sample-length set without --sample-every" in result.stderr
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--variational-dropout", "--steps", "2"])
+    assert result.exit_code == 1 and "--variational-dropout shapes the masks of --dropout" in result.stderr
     assert not (tiny_corpus.parent / "runs").exists()
 
 
