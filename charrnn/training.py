@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
-from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, pick_device
+from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
@@ -310,6 +310,8 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
             run_, state = _set_up(job, out, ctx, log)
             if ctx.is_main:
                 log(_first_log_line(run_))
+                if warning := threads_warning(job.threads):
+                    log(warning)
             return _loop(run_, state, on_progress)
         finally:
             if lock:
@@ -388,7 +390,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
     device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device))
-    threads = torch.get_num_threads()  # the count the plan assumes is the one its note names
+    # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
+    threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
     planned = plan.plan(corpus_chars=train_chars, flops=flops,
                         budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),

@@ -42,7 +42,7 @@ LAYERS = {  # module: the charrnn modules it may import
             "training", "vocab", "visualize.trace"},
     "ui": {"config"},
     "cli": {"cli.app"},
-    "cli.common": {"config", "errors", "ui"},
+    "cli.common": {"config", "devices", "errors", "ui"},
     "cli.corpus": {"cli.common", "corpora", "errors", "files", "ui"},
     "cli.inspect_commands": {"api", "cli.common", "config", "data", "errors", "files", "ui", "visualize.cells",
                              "visualize.chart", "visualize.page"},

@@ -125,6 +125,23 @@ def test_a_clock_budget_s_plan_line_names_the_device_class_and_threads_it_planne
     assert lines[0].endswith("GFLOP/s: cpu, 1 thread)") or lines[0].endswith("GFLOP/s: cpu-bf16, 1 thread)")
 
 
+def test_threads_beyond_the_cpus_are_not_planned_for_and_get_a_warning(tiny_corpus, tmp_path, monkeypatch, runner):
+    # --threads 1000 on 2 cores ran 10 times slower, and the plan had counted 501 threads' speed for --minutes
+    from charrnn import devices, training
+    from charrnn.cli import app
+
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(training, "usable_cpus", lambda: 1)
+    lines = []
+    charrnn.train(tiny_corpus, minutes=1, steps=2, seq_len=8, batch_size=2, threads=2, out=tmp_path / "run",
+                  log=lines.append)
+    assert lines[0].endswith(", 1 thread)")
+    assert lines[1] == "warning: --threads 2 is more than the 1 CPU this process may use; the extra threads only slow it down (try --threads 1)"
+    sampled = runner.invoke(app, ["sample", "-c", str(tmp_path / "run"), "-n", "5", "--threads", "2"])
+    assert sampled.exit_code == 0 and sampled.stderr.startswith("warning: --threads 2 is more than the 1 CPU ")
+    assert runner.invoke(app, ["sample", "-c", str(tmp_path / "run"), "-n", "5", "--threads", "1"]).stderr == ""
+
+
 def test_a_clock_budget_on_a_text_read_in_part_reads_enough_fresh_text_per_parameter():
     # bench/QUALITY.md, sessions 18 to 20: at equal time, widths planned under 5 characters per parameter lost
     large = {**SHAPE, "vocab_size": 113, "embedding": 113}

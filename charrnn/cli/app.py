@@ -17,7 +17,7 @@ import typer
 
 from charrnn import __version__
 from charrnn.cli import inspect_commands
-from charrnn.cli.common import CheckpointOption, DeviceOption, ThreadsOption, given_options, user_errors
+from charrnn.cli.common import CheckpointOption, DeviceOption, ThreadsOption, given_options, user_errors, warn_about_threads
 from charrnn.cli.corpus import corpus_app
 from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit
 from charrnn.errors import CharRNNError
@@ -215,6 +215,7 @@ def sample(
             raise CharRNNError("both --seed and --seed-file given; give one")
         if seed_file is not None:
             seed = data.read_text(files.input_file(seed_file, "--seed-file"), fix="save the seed file as UTF-8")
+        warn_about_threads(threads)
         model = api.load(checkpoint, device=device, threads=threads)
         pieces = model.stream_samples(seed, num_samples=num_samples, length=length, temperature=temperature,
                                       top_k=top_k, top_p=top_p, random_seed=random_seed, stop=stop or (),
@@ -297,6 +298,7 @@ def evaluate_command(
     with user_errors():
         from charrnn import api, ui
 
+        warn_about_threads(threads)
         model = api.load(checkpoint, device=device, threads=threads)
         source = model.text_source(file, encoding=encoding)
         progress = ui.CountProgress(source.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())

@@ -61,5 +61,15 @@ def one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
     if argument is not None and option is not None and argument != option:
         raise CharRNNError(f"two checkpoints given ({argument} and -c {option}); give one")
     return argument if argument is not None else option
+
+
 ThreadsOption = Annotated[Optional[int], typer.Option(
     help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)]
+
+
+def warn_about_threads(threads: int | None) -> None:
+    """sample and eval: a warning on stderr when --threads exceeds the CPUs (train's log says it itself)."""
+    from charrnn import devices, ui
+
+    if warning := devices.threads_warning(threads):
+        ui.message(warning)
