@@ -179,6 +179,22 @@ def readable_char(c: str) -> str:
     return c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
 
 
+def _regularisation(model: dict) -> str:
+    """The regularisers a model trained with, by their option names; planned ones (weight drop) included."""
+    parts = [f"{name} {model[key]:g}" for key, name in (("dropout", "dropout"), ("embedding_dropout", "embedding dropout"),
+                                                         ("weight_drop", "weight drop")) if model.get(key)]
+    if parts and model.get("variational"):
+        parts.append("variational masks")
+    return ", ".join(parts) or "no dropout or weight drop"
+
+
+def _settings(train: dict) -> str:
+    """How a run trained (what the plan chose and the user set), as `charrnn train`'s options name it."""
+    reading = f"shuffled segments of {train['segment_len']}" if train.get("segment_len") else "char-rnn's layout"
+    return (f"batch {train['batch_size']} x {train['seq_len']} characters, {reading}, lr {train['lr']:g} "
+            f"({train.get('schedule', 'cosine')}), weight decay {train.get('weight_decay', 0):g}")
+
+
 def show_info(summary: dict) -> None:
     """`charrnn info` for people: configuration, vocabulary and loss history charts, on stdout."""
     m = summary["model"]
@@ -189,8 +205,9 @@ def show_info(summary: dict) -> None:
     rows = [
         ("checkpoint", summary["checkpoint"]),
         ("model", f"{m['cell']} {m['layers']} x {m['hidden']}, embedding {m['embedding']}, "
-                  f"skips {'on' if m['skip'] else 'off'}, dropout {m['dropout']}"),
+                  f"skips {'on' if m['skip'] else 'off'}, {_regularisation(m)}"),
         ("parameters", f"{summary['parameters']:,}"),
+        *([("settings", _settings(summary["train_config"]))] if summary.get("train_config") else []),
         ("vocabulary", f"{summary['vocab_size']} characters: {vocab}"),
         ("trained", f"{summary['steps']} steps, {summary['epochs'] or 0:.2f} epochs, {summary['minutes']:.1f} min"
                     f"{', in ' + summary['arithmetic'] if summary.get('arithmetic') else ''}"),

@@ -235,6 +235,8 @@ def test_info_shows_a_trained_checkpoints_numbers(memorised_run, runner):
     human = runner.invoke(app, ["info", str(memorised_run)])
     assert human.exit_code == 0 and human.stderr == ""  # the report is the result: stdout
     assert f"{state['step']} steps" in human.stdout and "lstm 2 x 64" in human.stdout
+    assert "no dropout or weight drop" in human.stdout  # and how it trained, as the plan and the options set it:
+    assert "batch 8 x 32 characters, char-rnn's layout, lr 0.01 (cosine), weight decay 0.2" in human.stdout
     assert state["corpus"]["fingerprint"] in human.stdout  # whole: a pipe gets unwrapped lines
     machine = json.loads(runner.invoke(app, ["info", str(memorised_run), "--json"]).stdout)
     assert machine["steps"] == state["step"] and machine["vocab_size"] == 29
