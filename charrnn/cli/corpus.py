@@ -35,7 +35,7 @@ def corpus_list(
 
         table = Table("name", "chars", "distinct", "files", "cached", "description", title="built-in corpora", title_justify="left")
         for i in infos:
-            table.add_row(i.name, f"{i.chars:,}" if i.chars else "?", str(i.distinct or "?"), str(i.files or "?"),
+            table.add_row(i.name, f"{i.chars:,}" if i.chars else "?", str(i.distinct or "?"), f"{i.files:,}" if i.files else "?",
                           "yes" if i.cached else "no (charrnn corpus list --build)", Text(i.description))
         ui.print_report(table)
 
