@@ -279,7 +279,11 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
     for name in ("dropout", "embedding_dropout", "variational", "weight_drop"):
         if name in job.explicit:
             model_config = replace(model_config, **{name: getattr(job.model, name)})
-    saved = TrainConfig.from_dict(state["train_config"])
+    try:
+        saved = TrainConfig.from_dict(state["train_config"])
+    except TypeError as e:  # a value the API once let through (steps=2.5) that the checks now refuse
+        raise CharRNNError(f"--resume: the checkpoint's training settings are not valid ({e}); "
+                           "start a new run with --force or another --out") from None
     for name in ("val_fraction", "val_split", "segment_len"):  # they decide which text trains next: a resumed run keeps it
         if name in job.explicit and getattr(job.train, name) != getattr(saved, name):
             raise CharRNNError(f"--resume: --{name.replace('_', '-')} differs from the checkpoint's "

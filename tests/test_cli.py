@@ -204,6 +204,16 @@ def test_resume_refuses_a_conflicting_architecture(runner, tiny_corpus):
     assert result.exit_code == 1 and "--hidden 32 differs" in result.stderr
 
 
+def test_resume_of_a_checkpoint_whose_settings_today_s_checks_refuse_is_one_line(runner, tiny_corpus):
+    # charrnn.train(steps=2.5) ran before the type checks; resuming what it saved must not be a TypeError traceback
+    assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--out", "run"]).exit_code == 0
+    state = torch.load("run/latest.pt", weights_only=True)
+    state["train_config"]["steps"] = 2.5
+    torch.save(state, "run/latest.pt")
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--out", "run", "--resume", "--steps", "14"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: --resume: the checkpoint's training settings are not valid")
+
+
 def test_readme_and_top_level_help_examples_use_options_that_exist(runner):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     top = runner.invoke(app, ["--help"], terminal_width=250).stdout
