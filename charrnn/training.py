@@ -223,7 +223,7 @@ def lr_at(step: int, config: TrainConfig, fraction_done: float) -> float:
 
 def _budget_note(config: TrainConfig, total_steps: int | None) -> str:
     """The budget for the first log line, saying plainly whether the run repeats exactly."""
-    steps = f"{total_steps:,} steps" if total_steps else ""
+    steps = f"{total_steps:,} step{'s' if total_steps != 1 else ''}" if total_steps else ""
     if not config.minutes:
         return f"budget {steps} (the same seed repeats this run exactly)"
     clock = f"{config.minutes:g} min of wall clock"
