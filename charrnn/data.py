@@ -46,7 +46,7 @@ def _iter_decoded(path: Path, encoding: str, fix: str) -> Iterator[tuple[str, by
     input_file(path)
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
         raise CharRNNError(f"unknown --encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
     offset = 0
     with contextlib.nullcontext(sys.stdin.buffer) if path == STDIN else open(path, "rb") as f:

@@ -36,6 +36,14 @@ def test_non_utf8_error_names_the_byte_offset_and_the_way_out(tmp_path):
     assert read_corpus(path, encoding="latin-1").vocab.decode(read_corpus(path, encoding="latin-1").ids.tolist()).endswith("café world")
 
 
+@pytest.mark.parametrize("encoding", ["latin-2000", "utf\x008"])  # the second was a ValueError from codecs
+def test_an_unknown_encoding_is_named(tmp_path, encoding):
+    path = tmp_path / "t.txt"
+    path.write_text("hello")
+    with pytest.raises(CharRNNError, match="unknown --encoding"):
+        read_corpus(path, encoding=encoding)
+
+
 def test_byte_offset_is_right_across_read_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "READ_CHUNK_BYTES", 7)
     path = tmp_path / "t.txt"
