@@ -17,8 +17,18 @@ STDIN = Path("-")  # a text to read given as "-" is standard input, as Unix tool
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write through `write(f)` to a temporary beside `path`, fsync it, then rename it over `path`, so that a
     crash or a full disk leaves the old file (or none) and never a half-written one. The temporary's name is
-    unique, so concurrent writers (torchrun ranks building one corpus) never share one."""
+    unique, so concurrent writers (torchrun ranks building one corpus) never share one.
+
+    What is not a regular file (/dev/null, /dev/stdout, a FIFO) is written through: a rename would replace the
+    device itself (as root, `-o /dev/null` left a regular file there). A symbolic link keeps pointing where it did:
+    its target is written."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            write(f)
+        return
+    if path.is_symlink():
+        path = path.resolve()
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
     except OSError as e:  # name the file the user asked for, not the temporary

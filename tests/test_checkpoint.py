@@ -152,3 +152,26 @@ def test_atomic_writes_give_files_the_mode_a_plain_open_would(tmp_path):
         assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o600  # overwriting keeps the file's mode
     finally:
         os.umask(umask)
+
+
+def test_an_output_that_is_a_fifo_or_a_symlink_is_written_through_not_replaced(tmp_path):
+    # as root, `charrnn corpus build cpp -o /dev/null` renamed a regular file over the device; a FIFO shows the same
+    import stat
+    import threading
+
+    from charrnn import files
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    files.atomic_write_text(fifo, "through the pipe")
+    reader.join(timeout=30)
+    assert received == [b"through the pipe"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert list(tmp_path.iterdir()) == [fifo]  # no temporary left beside it
+    target, link = tmp_path / "target.html", tmp_path / "link.html"
+    target.write_text("old")
+    link.symlink_to(target)
+    files.atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
