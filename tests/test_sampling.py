@@ -66,6 +66,21 @@ def test_a_memorised_string_is_reproduced_from_its_first_characters(memorised):
     assert text(*memorised, "the qu", temperature=0, length=100) == TINY_TEXT[6:106]
 
 
+def test_a_long_seed_primes_in_chunks_as_in_one_call(memorised, monkeypatch):
+    # a whole seed file in one forward call held every layer's output for every character (tens of GB for 16 MB)
+    from charrnn import sampling
+
+    model, vocab = memorised
+    seed = TINY_TEXT[:203]
+    whole = text(model, vocab, seed, temperature=1.0, length=80)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda ids, state=None: calls.append(ids.shape[1]) or forward(ids, state))
+    monkeypatch.setattr(sampling, "PRIME_CHUNK", 50)
+    assert text(model, vocab, seed, temperature=1.0, length=80) == whole
+    assert calls == [50, 50, 50, 50, 3]
+
+
 def test_stop_ends_the_sample_at_the_string(memorised):
     out = text(*memorised, "the", temperature=0, length=500, stop=("dog.",))
     assert out.endswith("dog.") and out.count("dog.") == 1
