@@ -173,6 +173,20 @@ def test_bad_corpora_get_one_clear_line(runner, tmp_path, make, message):
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_pipe_as_corpus_is_refused_before_it_is_read(tmp_path):
+    # `charrnn train <(zcat book.gz)`: training reads its corpus twice, and the second read of a pipe was empty
+    # (an IndexError traceback); checked without opening it, so nothing blocks on the pipe either
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe")
+    result = subprocess.run([sys.executable, "-m", "charrnn", "train", str(tmp_path / "pipe"), "--steps", "2"],
+                            capture_output=True, text=True, timeout=120)  # a regression blocks on the pipe: a failure
+    assert result.returncode == 1 and "not a regular file (a pipe or a device)" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_one_character_corpus_trains(runner, tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("a" * 3000)
