@@ -209,7 +209,7 @@ def show_info(summary: dict) -> None:
         ("parameters", f"{summary['parameters']:,}"),
         *([("settings", _settings(summary["train_config"]))] if summary.get("train_config") else []),
         ("vocabulary", f"{summary['vocab_size']} characters: {vocab}"),
-        ("trained", f"{summary['steps']} steps, {summary['epochs'] or 0:.2f} epochs, {summary['minutes']:.1f} min"
+        ("trained", f"{summary['steps'] or 0:,} steps, {summary['epochs'] or 0:.2f} epochs, {summary['minutes']:.1f} min"
                     f"{', in ' + summary['arithmetic'] if summary.get('arithmetic') else ''}"),
         ("best validation", f"{best:.4f} bits/char" if best is not None else "n/a"),
         ("corpus", f"{corpus.get('name', '?')}: {corpus.get('path', '?')} ({corpus.get('chars', 0):,} chars)"),
