@@ -58,7 +58,13 @@ def _mode_for(path: Path) -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(utf8(text)))
+
+
+def utf8(text: str) -> bytes:
+    """Text as UTF-8. A file name that is not UTF-8 reaches Python as lone surrogates ("\udcff"); in a page's title
+    or a chart it becomes "?" instead of failing the write."""
+    return text.encode("utf-8", errors="replace")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -176,7 +177,6 @@ def test_bad_corpora_get_one_clear_line(runner, tmp_path, make, message):
 def test_a_pipe_as_corpus_is_refused_before_it_is_read(tmp_path):
     # `charrnn train <(zcat book.gz)`: training reads its corpus twice, and the second read of a pipe was empty
     # (an IndexError traceback); checked without opening it, so nothing blocks on the pipe either
-    import os
     import subprocess
     import sys
 
@@ -185,6 +185,17 @@ def test_a_pipe_as_corpus_is_refused_before_it_is_read(tmp_path):
                             capture_output=True, text=True, timeout=120)  # a regression blocks on the pipe: a failure
     assert result.returncode == 1 and "not a regular file (a pipe or a device)" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_file_name_that_is_not_utf8_trains_and_exports(runner, tmp_path):
+    # "\xff.txt" reaches Python as "\udcff.txt"; the run's name went into the pages' titles and failed their write
+    name = os.fsdecode(b"\xff.txt")
+    (tmp_path / name).write_text(TINY_TEXT)
+    assert runner.invoke(app, ["train", name, *TINY_TRAIN]).exit_code == 0
+    for command in (["export", "-o", "m.html"], ["show", name, "-o", "p.html"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.stderr
+    assert "<title>charrnn · ?</title>" in (tmp_path / "m.html").read_text(encoding="utf-8")
 
 
 def test_a_one_character_corpus_trains(runner, tmp_path):

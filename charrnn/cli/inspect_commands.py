@@ -87,6 +87,6 @@ def export(
 
         model = api.load(one_checkpoint(checkpoint, checkpoint_option), device="cpu")
         out = files.output_page(out or Path(f"{model.name}.html"), "--out", force=force)
-        page = model.export_html(weights=weights, seed=seed).encode("utf-8")
+        page = files.utf8(model.export_html(weights=weights, seed=seed))
         files.atomic_write(out, lambda f: f.write(page))
         ui.message(f"wrote {out} ({len(page) / 1e6:.2f} MB, {weights} weights); open it in a browser")
