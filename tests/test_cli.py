@@ -196,6 +196,7 @@ def test_a_file_name_that_is_not_utf8_trains_and_exports(runner, tmp_path):
         result = runner.invoke(app, command)
         assert result.exit_code == 0, result.stderr
     assert "<title>charrnn · ?</title>" in (tmp_path / "m.html").read_text(encoding="utf-8")
+    assert "<title>charrnn · ?</title>" in charrnn.load(Path("runs") / Path(name).stem).export_html()  # writable as UTF-8
 
 
 def test_a_one_character_corpus_trains(runner, tmp_path):
