@@ -118,11 +118,13 @@ class RunState:
     @classmethod
     def from_checkpoint(cls, saved: dict, rows: slice, batch_size: int, device: torch.device) -> RunState:
         """The state a checkpoint recorded, with this rank's `rows` of the hidden state (any world size), and the
-        random stream where it was; hidden states saved at another batch size start again from zeros."""
+        random stream where it was; hidden states saved at another batch size start again from zeros. They come
+        back in fp32, as a new run's zeros are: a bf16 run saves them in bf16, which an fp32 run's LSTM refuses
+        (--resume --precision fp32), and autocast casts them back to bf16 exactly."""
         torch.set_rng_state(saved["rng"]["torch"])
         hidden = None
         if saved.get("hidden") and saved["hidden"][0][0].shape[1] == batch_size:
-            hidden = [tuple(t[:, rows].to(device) for t in layer) for layer in saved["hidden"]]
+            hidden = [tuple(t[:, rows].to(device=device, dtype=torch.float32) for t in layer) for layer in saved["hidden"]]
         return cls(step=int(saved["step"]), elapsed_seconds=float(saved.get("elapsed_seconds", 0.0)),
                    best_val_nats=float(saved.get("best_val_nats", math.inf)),
                    history={"train": list(saved["history"]["train"]), "val": list(saved["history"]["val"]),
@@ -274,6 +276,9 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
             wanted = getattr(job.model, name)
             have = getattr(model_config, name)
             if wanted != have:
+                if isinstance(wanted, bool):  # --skip / --no-skip
+                    given, saved = (f"--{'' if v else 'no-'}{name}" for v in (wanted, have))
+                    raise CharRNNError(f"--resume: {given} differs from the checkpoint's {saved}; drop {given} to continue the run")
                 raise CharRNNError(f"--resume: --{name} {getattr(wanted, 'value', wanted)} differs from the checkpoint's "
                                    f"{getattr(have, 'value', have)}; drop --{name} to continue the run")
     for name in ("dropout", "embedding_dropout", "variational", "weight_drop"):

@@ -228,6 +228,8 @@ def test_resume_refuses_a_conflicting_architecture(runner, tiny_corpus):
     assert runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--out", "run"]).exit_code == 0
     result = runner.invoke(app, ["train", str(tiny_corpus), "--out", "run", "--resume", "--hidden", "32"])
     assert result.exit_code == 1 and "--hidden 32 differs" in result.stderr
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--out", "run", "--resume", "--no-skip"])
+    assert result.stderr == "error: --resume: --no-skip differs from the checkpoint's --skip; drop --no-skip to continue the run\n"
 
 
 def test_resume_of_a_checkpoint_whose_settings_today_s_checks_refuse_is_one_line(runner, tiny_corpus):

@@ -137,3 +137,20 @@ def test_native_bf16_means_avx512_bf16_or_amx(monkeypatch, native):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert devices.has_native_bf16(CPU) is native
+
+
+@needs_bf16_lstm
+def test_a_bf16_run_resumes_exactly_and_can_resume_in_fp32(tiny_corpus, tmp_path):
+    # a bf16 run saves its streams' hidden state in bf16, which an fp32 LSTM refused (--resume --precision fp32)
+    from .test_train import assert_same_weights, weights
+
+    options = {"precision": "bf16", "schedule": "constant"}
+    run(tiny_job(tiny_corpus, tmp_path / "once", steps=12, **options))
+    split = tiny_job(tiny_corpus, tmp_path / "twice", steps=6, **options)
+    run(split)
+    run(replace(split, train=replace(split.train, steps=12), resume=True, explicit=frozenset({"steps"})))
+    assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))
+    run(replace(split, train=replace(split.train, steps=14, precision="fp32"), resume=True,
+                explicit=frozenset({"steps", "precision"})))
+    state = checkpoint.load(tmp_path / "twice" / "latest.pt")
+    assert state["step"] == 14 and state["bf16"] is False
