@@ -98,6 +98,12 @@ def _numbers(name: str, value, whole: bool) -> tuple:
     return values
 
 
+def _random_seed(value: int | None) -> None:
+    """torch's generators take seeds in [-2**63, 2**64)."""
+    if value is not None and not -2**63 <= value < 2**64:
+        raise CharRNNError(f"--random-seed must be between -2**63 and 2**64 - 1, got {value}")
+
+
 def _positive(name: str, value: float | int | None) -> None:
     if value is not None and not 0 < value < math.inf:  # NaN fails every comparison
         finite = "" if value <= 0 else " and finite"
@@ -191,6 +197,7 @@ class TrainConfig:
                      "sample_every", "sample_length"):
             _positive(name, getattr(self, name))
         _zero_or_more("grad_clip", self.grad_clip, "off")
+        _random_seed(self.random_seed)
         if not 0.0 < self.val_fraction < 1.0:
             raise CharRNNError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         _zero_or_more("weight_decay", self.weight_decay, "off")
@@ -240,6 +247,7 @@ class SampleConfig:
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise CharRNNError(f"--top-p must be in (0, 1], got {self.top_p}")
         _positive("num_samples", self.num_samples)
+        _random_seed(self.random_seed)
         if any(s == "" for s in self.stop):
             raise CharRNNError("--stop must not be empty")
 

@@ -253,7 +253,8 @@ class StreamBatches:
         """The segments in the order pass `epoch` reads them (round r gives stream b segment order[r·B + b])."""
         if self._order is None or self._order[0] != epoch:
             if self.shuffled:
-                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                # modulo 2**64: a seed past about 2**43 overflowed the generator's range (the same value below it)
+                generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
                 self._order = (epoch, torch.randperm(self.segments, generator=generator))
             else:
                 self._order = (epoch, torch.arange(self.segments))

@@ -108,6 +108,7 @@ def test_seed_file_primes_like_seed(runner, memorised_run, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--temperature", "-1"], "--temperature"),
     (["--temperature", "nan"], "--temperature must be 0 (greedy) or a positive finite number"),
+    (["--random-seed", str(2**64)], "--random-seed must be between -2**63 and 2**64 - 1"),  # was a ValueError traceback
     (["--temperature", "inf"], "--temperature"),
     (["--top-p", "0"], "--top-p"),
     (["--top-p", "1.5"], "--top-p"),
@@ -147,12 +148,19 @@ def test_bad_sample_options_get_one_clear_line(runner, memorised_run, args, mess
     (["--threads", "0"], "--threads"),
     (["--val-fraction", "0.9999"], "--val-fraction"),
     (["--batch-size", "512", "--seq-len", "512"], "lower them (--batch-size"),
+    (["--random-seed", str(-2**63 - 1)], "--random-seed must be between -2**63 and 2**64 - 1"),
 ])
 def test_bad_train_options_get_one_clear_line(runner, tiny_corpus, args, message):
     result = runner.invoke(app, ["train", str(tiny_corpus), "--steps", "2", *args])
     assert result.exit_code == 1, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_largest_random_seed_trains_in_shuffled_segments(runner, tiny_corpus):
+    # the segment order's generator was seeded with seed * 1,000,003 + pass: past about 2**43 it overflowed
+    result = runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--segment-len", "48", "--random-seed", str(2**64 - 1)])
+    assert result.exit_code == 0, result.stderr
 
 
 def test_an_unknown_cell_is_a_usage_error(runner, tiny_corpus):
