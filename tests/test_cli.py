@@ -157,6 +157,27 @@ def test_bad_train_options_get_one_clear_line(runner, tiny_corpus, args, message
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("error, shown", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 16000000000000 bytes. Error code 12 (Cannot allocate memory)"), "(an allocation of 16,000.0 GB failed)"),
+    (MemoryError(), ""),
+])
+def test_out_of_memory_is_one_line_that_names_what_to_lower(runner, memorised_run, monkeypatch, error, shown):
+    # --hidden 1000000 or --num-samples 100000000 ended in torch's allocator traceback
+    from charrnn import api
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(api.Model, "stream_samples", fail)
+    result = runner.invoke(app, ["sample", "-c", str(memorised_run)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: out of memory{' ' + shown if shown else ''}; the model, batch or sample count is too "
+                             "large for this machine: lower --hidden, --layers, --batch-size, --num-samples or --streams\n")
+    monkeypatch.setattr(api.Model, "stream_samples", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("another failure")))
+    assert isinstance(runner.invoke(app, ["sample", "-c", str(memorised_run)]).exception, RuntimeError)  # not swallowed
+
+
 def test_the_largest_random_seed_trains_in_shuffled_segments(runner, tiny_corpus):
     # the segment order's generator was seeded with seed * 1,000,003 + pass: past about 2**43 it overflowed
     result = runner.invoke(app, ["train", str(tiny_corpus), *TINY_TRAIN, "--segment-len", "48", "--random-seed", str(2**64 - 1)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,25 @@ def user_errors():
         where = f"{e.filename}: " if e.filename else ""
         ui.message(f"error: {where}{e.strerror or e}; check the path, its permissions and the free space")
         raise typer.Exit(1) from None
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        size = f" (an allocation of {_bytes(int(asked[1]))} failed)" if asked else ""
+        ui.message(f"error: out of memory{size}; the model, batch or sample count is too large for this machine: "
+                   "lower --hidden, --layers, --batch-size, --num-samples or --streams")
+        raise typer.Exit(1) from None
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Python's MemoryError, torch's CPU allocator failing, or CUDA/MPS out of memory (torch not imported here)."""
+    text = str(e)
+    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+            or "out of memory" in text.lower())
 
 
 def given_options(ctx: typer.Context) -> frozenset[str]:
