@@ -164,10 +164,10 @@ def resolve(name_or_path: str | None) -> tuple[Path, str]:
     path = Path(name_or_path)
     if path == files.STDIN:  # a run records its corpus's path (eval's default text, --resume) and reads it twice
         raise CharRNNError("training reads a file, not standard input; save the text to a file and pass its path")
-    if path.exists() and not path.is_dir() and not path.is_file():  # a pipe (`<(...)`) or a device: read once only
-        raise CharRNNError(f"{path}: not a regular file (a pipe or a device); training reads its corpus more than once, "
-                           "so save the text to a file and pass its path")
     if path.exists():
+        if not path.is_dir() and not path.is_file():  # a pipe (`<(...)`) or a device: it can be read once only
+            raise CharRNNError(f"{path}: not a regular file (a pipe or a device); training reads its corpus more than once, "
+                               "so save the text to a file and pass its path")
         return path, path.stem
     if name_or_path in RECIPES:
         return build(name_or_path), name_or_path
