@@ -5,10 +5,12 @@
     python bench/step_time.py 2x256 2x256b64           # ...and batch sizes (LAYERSxHIDDENbBATCH)
     python bench/step_time.py 2x256 2x256b64s32 gru2x256  # ...window lengths (sSEQ) and cells (gru, rnn)
     python bench/step_time.py 2x256 2x384 --bf16       # in bf16, as train runs where the CPU has it natively
+    python bench/step_time.py 2x192 2x192e32 --vocab 113  # embedding sizes (eEMBEDDING) for a larger alphabet
 
 One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model (an LSTM
 unless the shape names its cell) on batch 32 x 64 characters (or the shape's own) with a 65-character alphabet
-(tinyshakespeare's), in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16.
+(tinyshakespeare's; --vocab sets another) embedded in as many dimensions as train gives it (the alphabet's size)
+or the shape's own, in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16.
 The shapes take turns, so a passing load slows them alike; it prints each one's milliseconds per step, its steps
 per step of the first shape and its characters per second against the first's. Use it to compare shapes at equal
 time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
@@ -47,18 +49,21 @@ class Shape(NamedTuple):
     hidden: int
     batch: int
     seq_len: int
+    embedding: int | None  # None: the vocabulary size, as charrnn train sizes it
 
     def __str__(self) -> str:
         cell = "" if self.cell is Cell.LSTM else self.cell.value + " "
-        return f"{cell}{self.layers}x{self.hidden} batch {self.batch} x {self.seq_len}"
+        embedding = f", embedding {self.embedding}" if self.embedding else ""
+        return f"{cell}{self.layers}x{self.hidden} batch {self.batch} x {self.seq_len}{embedding}"
 
 
 def shape(text: str) -> Shape:
-    """[CELL]LAYERSxHIDDEN, optionally followed by bBATCH and sSEQ_LEN."""
-    match = re.fullmatch(r"(lstm|gru|rnn)?(\d+)x(\d+)(?:b(\d+))?(?:s(\d+))?", text.lower())
+    """[CELL]LAYERSxHIDDEN, optionally followed by bBATCH, sSEQ_LEN and eEMBEDDING."""
+    match = re.fullmatch(r"(lstm|gru|rnn)?(\d+)x(\d+)(?:b(\d+))?(?:s(\d+))?(?:e(\d+))?", text.lower())
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not [CELL]LAYERSxHIDDEN[bBATCH][sSEQ_LEN] (e.g. 2x256b64s32)")
-    return Shape(Cell(match[1] or "lstm"), int(match[2]), int(match[3]), int(match[4] or BATCH), int(match[5] or SEQ_LEN))
+        raise argparse.ArgumentTypeError(f"{text!r} is not [CELL]LAYERSxHIDDEN[bBATCH][sSEQ_LEN][eEMBEDDING] (e.g. 2x256b64s32e32)")
+    return Shape(Cell(match[1] or "lstm"), int(match[2]), int(match[3]), int(match[4] or BATCH), int(match[5] or SEQ_LEN),
+                 int(match[6]) if match[6] else None)
 
 
 def main() -> None:
@@ -67,15 +72,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=6, help="turns per shape (the median of them is kept)")
     parser.add_argument("--steps", type=int, default=10, help="steps per turn")
+    parser.add_argument("--vocab", type=int, default=VOCAB, help="alphabet size (65: tinyshakespeare; 113: cpp)")
     parser.add_argument("--bf16", action="store_true", help="under bf16 autocast (needs a CPU that runs it)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = [CharRNN(ModelConfig(vocab_size=VOCAB, cell=s.cell, layers=s.layers, hidden=s.hidden, embedding=VOCAB))
-              for s in args.shapes]  # the embedding as train sizes it for this alphabet
+    vocab = args.vocab
+    models = [CharRNN(ModelConfig(vocab_size=vocab, cell=s.cell, layers=s.layers, hidden=s.hidden,
+                                  embedding=s.embedding or min(vocab, 256)))  # as train sizes it unless the shape says
+              for s in args.shapes]
     optimizers = [_adam(m, TrainConfig.lr, torch.device("cpu"), TrainConfig.weight_decay) for m in models]
-    batches = [(torch.randint(0, VOCAB, (s.batch, s.seq_len)), torch.randint(0, VOCAB, (s.batch, s.seq_len)))
+    batches = [(torch.randint(0, vocab, (s.batch, s.seq_len)), torch.randint(0, vocab, (s.batch, s.seq_len)))
                for s in args.shapes]
     times: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds + 1):  # the first round warms up and is dropped
@@ -84,7 +92,7 @@ def main() -> None:
             for _ in range(args.steps):
                 with autocast(torch.device("cpu"), args.bf16):
                     logits, _ = model(x)
-                loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
+                loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
