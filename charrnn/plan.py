@@ -82,6 +82,15 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   tinyshakespeare). With segments of 256, 2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps)
   1.767, 1.742, 1.739, a second seed 1.758, 1.757; `python` (1,788) 1.715, 1.709, 1.703. The lower end of that
   plateau.
+- A run planned to read less than FRESH_BELOW_EPOCHS pass (it never reads a character twice) reads segments of
+  FRESH_SEGMENT_WINDOWS windows instead of SEGMENT_WINDOWS, at FRESH_LR: each step's rows then move to new places
+  twice as often. On `cpp` for 5 minutes on the `cpu` class (2x192, 3,785 steps, fp32; bench/QUALITY.md, session
+  31) segments of 256 at 1.5e-2 scored 1.727 and 1.740 (two seeds), segments of 128 at 2e-2 1.714 and 1.713; each
+  half alone gained part of it on the first seed (128 at 1.5e-2 1.720, 256 at 2e-2 1.724), and 2.5e-2 lost it
+  again (1.722). `python` there (2,825 steps) tied, 1.682 against 1.684, and so did the `cpu-bf16` 5-minute plans
+  (2x256 in bf16): `cpp` at 4,891 steps 1.635 against 1.635, `python` at 4,577 1.582 against 1.581. Plans of one
+  pass or more keep four windows and 1.5e-2: session 17's `cpp` 2x384 at 2,801 steps scored 1.656 with two
+  windows against 1.643 with four (at 1.1e-2), and they were not measured at 2e-2.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
   passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
   the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
@@ -122,6 +131,9 @@ MAX_EPOCHS = 10.0
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
 SEGMENTS_BELOW_EPOCHS = 3.0  # planned passes under which a run reads in segments (tied or won there)
 SHUFFLED_LR = 1.5e-2  # the peak for a run planned in shuffled segments
+FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT_WINDOWS-window segments at FRESH_LR
+FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
+FRESH_LR = 2e-2
 VALIDATIONS_PER_RUN = 10
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs")
@@ -229,10 +241,12 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     def shuffled(length: int) -> bool:  # the order data.StreamBatches will read in, whatever was asked for
         return reads_in_segments(corpus_chars, batch_chars // seq_len, seq_len, length)
 
+    fresh = epochs < FRESH_BELOW_EPOCHS  # never reads a character twice
     if segment_len is None:
-        segment_len = SEGMENT_WINDOWS * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
+        windows = FRESH_SEGMENT_WINDOWS if fresh else SEGMENT_WINDOWS
+        segment_len = windows * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
         segment_len = segment_len if shuffled(segment_len) else 0  # a short text is read in char-rnn's slices anyway
-    lr = SHUFFLED_LR if shuffled(segment_len) else TrainConfig.lr
+    lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None

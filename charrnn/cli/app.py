@@ -87,12 +87,13 @@ def train(
         help="Characters a stream reads in order (its state carried) before it moves to another part of the text; "
              "each pass reads these segments in a new order drawn from --random-seed, so a run that reads part of "
              "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
-             "to end. Default: planned: four windows (256 at --seq-len 64) for a run planned to read its text fewer "
-             "than three times, else 0.",
+             "to end. Default: planned: two windows (128 at --seq-len 64) for a run planned to read less than its whole "
+             "text, four windows (256 at --seq-len 64) for a run planned to read its text fewer than three times, else 0.",
         show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(
-        help="Peak learning rate (AdamW). Default: planned: 0.015 for a run that reads in shuffled segments "
-             "(planned, or set by --segment-len), 0.011 in char-rnn's layout.", show_default=False)] = None,
+        help="Peak learning rate (AdamW). Default: planned: 0.02 for a run that reads in shuffled segments "
+             "(planned, or set by --segment-len) and less than its whole text, 0.015 for one that reads in them "
+             "longer, 0.011 in char-rnn's layout.", show_default=False)] = None,
     schedule: Annotated[Schedule, typer.Option(
         help="Learning-rate schedule after warm-up: cosine decays to zero over the budget; constant keeps it.")] = Schedule.COSINE,
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up.")] = TrainConfig.warmup_steps,
