@@ -241,10 +241,8 @@ class Model:
                  "parameters": f"{summary['parameters']:,}", "corpus": corpus.get("name", "?"),
                  "validation": f"{best:.3f} bits/char" if best is not None else "n/a",
                  "characters": f"{len(self.vocab)}", "weights": weights}
-        page = export.page(self.network, self.vocab, title=name, about=about,
+        return export.page(self.network, self.vocab, title=name, about=about,
                            seed_text=self.suggested_seed() if seed is None else seed, weights=weights)
-        # a run name that is not UTF-8 ("\udcff" from b"\xff") becomes "?", so the page can be written as UTF-8
-        return page.encode("utf-8", errors="replace").decode("utf-8")
 
     def trace(self, text: str, *, drop_unknown: bool = False):
         """Step the model through `text`: per character its surprise in bits, the top-5 guesses, every cell's

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from charrnn.errors import CharRNNError
-from charrnn.files import PAGE_MARK
+from charrnn.files import PAGE_MARK, utf8
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
 
@@ -66,7 +66,9 @@ def page(network: CharRNN, vocab: Vocab, *, title: str, about: dict, seed_text: 
     model = {"cell": c.cell.value, "layers": c.layers, "hidden": c.hidden, "embedding": c.embedding, "skip": c.skip,
              "vocab": vocab.chars, "shapes": shapes, "tensors": tensors, "weights": weights}
     template = Template(resources.files("charrnn").joinpath("export_page.html").read_text(encoding="utf-8"))
-    return template.substitute(mark=PAGE_MARK, title=html.escape(title), model_json=_script_json(model),
+    # a run name that is not UTF-8 ("\udcff" from b"\xff") becomes "?", so the page can be written as UTF-8; the
+    # rest of the page is JSON in ASCII
+    return template.substitute(mark=PAGE_MARK, title=html.escape(utf8(title).decode("utf-8")), model_json=_script_json(model),
                                about_json=_script_json(about), seed_json=_script_json(seed_text))
 
 
