@@ -35,10 +35,10 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
 
-from charrnn.config import Cell, ModelConfig, TrainConfig  # noqa: E402
+from charrnn.config import Cell, TrainConfig  # noqa: E402
 from charrnn.devices import autocast  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
-from charrnn.training import _adam  # noqa: E402  (the optimiser exactly as charrnn train builds it)
+from charrnn.training import ModelOptions, _adam  # noqa: E402  (the model and optimiser as charrnn train builds them)
 
 VOCAB, BATCH, SEQ_LEN = 65, 32, 64
 
@@ -79,9 +79,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vocab = args.vocab
-    models = [CharRNN(ModelConfig(vocab_size=vocab, cell=s.cell, layers=s.layers, hidden=s.hidden,
-                                  embedding=s.embedding or min(vocab, 256)))  # as train sizes it unless the shape says
-              for s in args.shapes]
+    models = [CharRNN(ModelOptions(cell=s.cell, layers=s.layers, hidden=s.hidden, embedding=s.embedding).for_vocab(vocab))
+              for s in args.shapes]  # built as train builds it (embedding None: train's size for the alphabet)
     optimizers = [_adam(m, TrainConfig.lr, torch.device("cpu"), TrainConfig.weight_decay) for m in models]
     batches = [(torch.randint(0, vocab, (s.batch, s.seq_len)), torch.randint(0, vocab, (s.batch, s.seq_len)))
                for s in args.shapes]
