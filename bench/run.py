@@ -88,9 +88,12 @@ class Plain(nn.Module):
     """The straightforward PyTorch char model: embedding → one multi-layer nn.LSTM (or nn.GRU) → linear."""
 
     def __init__(self, hidden: int, layers: int, cell: str = "lstm"):
+        from charrnn.training import default_embedding  # as wide as charrnn's: even (odd is slow in bf16)
+
         super().__init__()
-        self.embed = nn.Embedding(VOCAB, VOCAB)
-        self.rnn = (nn.GRU if cell == "gru" else nn.LSTM)(VOCAB, hidden, layers, batch_first=True)
+        width = default_embedding(VOCAB)
+        self.embed = nn.Embedding(VOCAB, width)
+        self.rnn = (nn.GRU if cell == "gru" else nn.LSTM)(width, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, VOCAB)
 
     def forward(self, ids, state=None):
@@ -140,7 +143,7 @@ def train_ours(cell: str, hidden: int, layers: int, skip: bool, batch: int, seq:
     stamps: list[float] = []
     out = Path(tempfile.mkdtemp()) / "run"
     job = TrainJob(corpus_path=corpus, corpus_name="synthetic", out=out, device="cpu",
-                   model=ModelOptions(cell=Cell(cell), hidden=hidden, layers=layers, skip=skip, embedding=VOCAB),
+                   model=ModelOptions(cell=Cell(cell), hidden=hidden, layers=layers, skip=skip),  # embedded as train embeds
                    train=TrainConfig(batch_size=batch, seq_len=seq, steps=warmup + steps + 1, eval_every=10 ** 9,
                                      val_fraction=0.002, precision=precision))
     run(job, on_progress=lambda p: stamps.append(time.perf_counter()))

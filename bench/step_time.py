@@ -9,8 +9,8 @@
 
 One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model (an LSTM
 unless the shape names its cell) on batch 32 x 64 characters (or the shape's own) with a 65-character alphabet
-(tinyshakespeare's; --vocab sets another) embedded in as many dimensions as train gives it (the alphabet's size)
-or the shape's own, in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16.
+(tinyshakespeare's; --vocab sets another) embedded in as many dimensions as train gives it (the alphabet's size rounded up
+to even, at most 128) or the shape's own, in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16.
 The shapes take turns, so a passing load slows them alike; it prints each one's milliseconds per step, its steps
 per step of the first shape and its characters per second against the first's. Use it to compare shapes at equal
 time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
@@ -49,7 +49,7 @@ class Shape(NamedTuple):
     hidden: int
     batch: int
     seq_len: int
-    embedding: int | None  # None: the vocabulary size, as charrnn train sizes it
+    embedding: int | None  # None: as charrnn train sizes it for the alphabet (training.default_embedding)
 
     def __str__(self) -> str:
         cell = "" if self.cell is Cell.LSTM else self.cell.value + " "

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 
 import torch
 
-from charrnn.config import Cell, Device, Precision, choice
+from charrnn.config import Cell, Device, ModelConfig, Precision, choice
 from charrnn.errors import CharRNNError
 
 # An LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
@@ -57,6 +57,16 @@ def threads_warning(threads: int | None) -> str | None:
         return None
     return (f"warning: --threads {threads} is more than the {cpus} CPU{'s' if cpus > 1 else ''} this process may use; the extra threads "
             f"only slow it down (try --threads {cpus})")
+
+
+def odd_width_warning(model: ModelConfig, bf16_on_cpu: bool) -> str | None:
+    """A warning when a bf16 run on the CPU has a layer input of odd width: oneDNN's bf16 kernels take it on a path
+    1.7 to 3 times slower per step (an odd --embedding or --hidden; bench/RESULTS.md, session 32)."""
+    odd = [f"--{name} {value}" for name, value in (("embedding", model.embedding), ("hidden", model.hidden)) if value % 2]
+    if not (bf16_on_cpu and odd):
+        return None
+    return (f"warning: {' and '.join(odd)} {'is' if len(odd) == 1 else 'are'} odd, and bf16 trains odd widths 2 to 3 "
+            "times slower on a CPU; an even size trains at full speed")
 
 
 def has_native_bf16(device: torch.device) -> bool:

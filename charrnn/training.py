@@ -20,12 +20,24 @@ import torch.nn.functional as F
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
-from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, pick_device, threads_warning, usable_cpus
+from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
 
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
+
+
+# With skips the embedded input feeds every layer, so its width costs every layer's input product; past about
+# 128 characters (the rarer ones of a large alphabet) one dimension each buys less than the steps it costs
+# (bench/QUALITY.md, session 32).
+EMBEDDING_CAP = 128
+
+
+def default_embedding(vocab_size: int) -> int:
+    """The alphabet's size (one-hot equivalent) rounded up to even, at most EMBEDDING_CAP: oneDNN's bf16 kernels
+    take an odd input width on a path 1.7-1.8 times slower per step (bench/RESULTS.md, session 32)."""
+    return min(vocab_size + vocab_size % 2, EMBEDDING_CAP)
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,7 @@ class ModelOptions:
     cell: Cell = Cell.LSTM
     layers: int = 2
     hidden: int = 256
-    embedding: int | None = None  # None: the vocabulary size (one-hot equivalent), at most 256
+    embedding: int | None = None  # None: default_embedding(vocabulary size)
     skip: bool = True
     dropout: float = 0.0
     embedding_dropout: float = 0.0
@@ -47,7 +59,7 @@ class ModelOptions:
         object.__setattr__(self, "cell", choice(Cell, self.cell, "cell"))
 
     def for_vocab(self, vocab_size: int) -> ModelConfig:
-        embedding = self.embedding or min(vocab_size, 256)
+        embedding = self.embedding or default_embedding(vocab_size)
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
                            embedding=embedding, skip=self.skip, dropout=self.dropout,
                            embedding_dropout=self.embedding_dropout, variational=self.variational,
@@ -319,8 +331,10 @@ def run(job: TrainJob, *, on_progress: Callable[[Progress], None] = lambda p: No
             run_, state = _set_up(job, out, ctx, log)
             if ctx.is_main:
                 log(_first_log_line(run_))
-                if warning := threads_warning(job.threads):
-                    log(warning)
+                bf16_on_cpu = run_.bf16 and run_.device.type == "cpu"
+                for warning in (threads_warning(job.threads), odd_width_warning(run_.model_config, bf16_on_cpu)):
+                    if warning:
+                        log(warning)
             return _loop(run_, state, on_progress)
         finally:
             if lock:

@@ -10,7 +10,7 @@ from charrnn import checkpoint
 from charrnn.config import ModelConfig, Schedule, TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.training import lr_at, run
+from charrnn.training import ModelOptions, lr_at, run
 
 from .conftest import tiny_config, tiny_job
 
@@ -44,8 +44,6 @@ def test_resuming_continues_the_run_exactly(tiny_corpus, tmp_path, segment_len):
 
 
 def test_resuming_with_dropout_and_weight_drop_restores_the_random_state(tiny_corpus, tmp_path):
-    from charrnn.training import ModelOptions
-
     jobs = [replace(tiny_job(tiny_corpus, tmp_path / name, steps=s, schedule=Schedule.CONSTANT),
                     model=ModelOptions(hidden=16, embedding=8, dropout=0.3, weight_drop=0.3)) for name, s in (("a", 16), ("b", 8))]
     run(jobs[0])
@@ -259,3 +257,13 @@ def test_a_run_saved_with_a_one_group_optimizer_resumes_exactly(tiny_corpus, tmp
     torch.save(state, latest)
     run(replace(split, train=replace(split.train, steps=20), resume=True, explicit=frozenset({"steps"})))
     assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))
+
+
+def test_the_default_embedding_is_one_hot_sized_rounded_up_to_even_at_most_128_and_an_explicit_size_wins():
+    # a large alphabet (Python's sources: about 220 characters) embeds in 128 dimensions, since the width feeds every
+    # layer; an odd width would send bf16 steps down oneDNN's slow path
+    assert ModelOptions().for_vocab(64).embedding == 64
+    assert ModelOptions().for_vocab(65).embedding == 66
+    assert ModelOptions().for_vocab(127).embedding == 128
+    assert ModelOptions().for_vocab(220).embedding == 128
+    assert ModelOptions(embedding=201).for_vocab(220).embedding == 201

@@ -64,7 +64,8 @@ def train(
         help="Units per recurrent layer. Default: planned from the corpus size and the budget (the first log line "
              "says what was chosen and why; bench/QUALITY.md has the rule).", show_default=False)] = None,
     embedding: Annotated[Optional[int], typer.Option(
-        help="Character embedding size. Default: the vocabulary size (one-hot equivalent), at most 256.",
+        help="Character embedding size. Default: the vocabulary size (one-hot equivalent) rounded up to even, at most 128 "
+             "(it feeds every layer, so it costs every layer's input product; and bf16 trains odd sizes 2-3 times slower).",
         show_default=False)] = None,
     skip: Annotated[bool, typer.Option(
         "--skip/--no-skip", help="Graves (2013) skip connections: the input feeds every layer, every layer feeds the output.")] = True,
