@@ -112,13 +112,17 @@ from charrnn.data import reads_in_segments
 # CPU, per thread (bench/QUALITY.md, "Device classes"): with 2 threads, an AVX2-only AMD EPYC (Zen 3) measured
 # 77-109 GFLOP/s so counted (widths 256-512, fp32), an AVX-512 Intel Xeon without bf16 92-102 (widths 256-1024).
 # Natively bf16: an AMD EPYC with AVX512-BF16 (Zen 5) 476 in bf16 (default model, a step benchmark), an Intel
-# Xeon with AMX 215-273 in whole timed runs (2x256-2x384, session 19). `cpu-bf16` plans by the slower host: a
-# plan too wide for the day costs more than one too narrow (on that Xeon at 5 minutes, 2x384 against 2x256: 0.008
-# and 0.022 worse on `cpp` and `python` at full speed, 0.060 and 0.053 at half), and at the Zen 5's figure
-# tinyshakespeare's 5-minute plan got weight drop, which cost 0.018 at half speed. Only 2-thread machines were
-# measured: past 2 threads each further thread counts half, since small recurrent products scale worse than
+# Xeon with AMX 215-273 in whole timed runs (2x256-2x384, session 19). Those runs had odd embedding widths, which
+# oneDNN's bf16 kernels run 1.7-1.8 times slower; with the even ones train gives since session 32, that Xeon
+# measured 427-560 in whole 5-minute runs (2x256-2x384), and `cpu-bf16` counts 200 per thread, its figure on a
+# slower day (the Zen 5 was not measured again).
+# `cpu-bf16` plans by the slower host: a plan too wide for the day costs more than one too narrow (on that Xeon at
+# 5 minutes, 2x384 against 2x256: 0.008 and 0.022 worse on `cpp` and `python` at full speed, 0.060 and 0.053 at
+# half), and a figure below the day's lets a short text be read more often than planned, unregularised (at 110,
+# tinyshakespeare's 5-minute plan of 5.7 passes read 13.3 in session 32 and scored 2.058). Only 2-thread machines
+# were measured: past 2 threads each further thread counts half, since small recurrent products scale worse than
 # linearly.
-CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.1e11}
+CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 2.0e11}
 MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
