@@ -61,11 +61,11 @@ def threads_warning(threads: int | None) -> str | None:
 
 def odd_width_warning(model: ModelConfig, bf16_on_cpu: bool) -> str | None:
     """A warning when a bf16 run on the CPU has a layer input of odd width: oneDNN's bf16 kernels take it on a path
-    1.7 to 3 times slower per step (an odd --embedding or --hidden; bench/RESULTS.md, session 32)."""
+    1.7 to 3.2 times slower per step (an odd --embedding or --hidden; bench/RESULTS.md, session 32)."""
     odd = [f"--{name} {value}" for name, value in (("embedding", model.embedding), ("hidden", model.hidden)) if value % 2]
     if not (bf16_on_cpu and odd):
         return None
-    return (f"warning: {' and '.join(odd)} {'is' if len(odd) == 1 else 'are'} odd, and bf16 trains odd widths 2 to 3 "
+    return (f"warning: {' and '.join(odd)} {'is' if len(odd) == 1 else 'are'} odd, and bf16 trains odd widths 1.7 to 3.2 "
             "times slower on a CPU; an even size trains at full speed")
 
 
