@@ -157,7 +157,7 @@ class Model:
         """Per step, the next character of each of `num_samples` samples drawn together ("" once one has
         stopped at a `stop` string). The seed itself is not repeated. Temperature 0 is greedy."""
         config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                              num_samples=num_samples, random_seed=random_seed, stop=stop)
+                              num_samples=num_samples, random_seed=random_seed, stop=stop, drop_unknown=drop_unknown)
         seed_text = self.prepare_seed(seed, drop_unknown=drop_unknown)
         generator = sampling.make_generator(random_seed, self.device)
         return sampling.generate(self.network, self.vocab, seed_text, config, generator)
@@ -173,6 +173,7 @@ class Model:
                  drop_unknown: bool = False, echo: bool = True) -> str:
         """`length` characters after `seed` (the seed first, unless echo=False), as `charrnn sample` prints them.
         The same random_seed and options give the same text."""
+        SampleConfig(echo=echo)  # checks echo's type as the other options' are checked
         text = "".join(self.stream(seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                    random_seed=random_seed, stop=stop, drop_unknown=drop_unknown))
         return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text

@@ -81,6 +81,8 @@ def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
     (lambda m, corpus: m.generate("the", top_k=2.5), "top_k must be a whole number or None, got 2.5"),
     (lambda m, corpus: m.generate("the", stop=[1]), "stop must be a string or a list of strings"),
     (lambda m, corpus: m.generate("the", stop=None), "stop must be a string or a list of strings"),
+    (lambda m, corpus: m.generate("the", drop_unknown=1), "drop_unknown must be True or False, got 1"),
+    (lambda m, corpus: m.generate("the", echo="no"), "echo must be True or False, got 'no'"),
     (lambda m, corpus: m.evaluate(corpus, dynamic=True, dynamic_lr="1e-3"), "dynamic_lr must be a number or a list of them"),
     (lambda m, corpus: m.evaluate(corpus, dynamic=True, dynamic_window=[16.5]), "dynamic_window must be a whole number or a list"),
     (lambda m, corpus: m.trace(2.5), "text must be a string, got 2.5"),
