@@ -45,6 +45,11 @@ def _check_text(name: str, value, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be a string{' or None' if optional else ''}, got {value!r}")
 
 
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):  # 1 or "no" would pass as truthy and do what the caller did not mean
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_threads(threads: int | None) -> None:
     if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool)):
         raise TypeError(f"threads must be a whole number or None, got {threads!r}")
@@ -146,6 +151,7 @@ class Model:
     def prepare_seed(self, seed: str, *, drop_unknown: bool = False) -> str:
         """The seed as the model reads it: an unknown character is an error, or dropped with drop_unknown."""
         _check_text("seed", seed)
+        _check_flag("drop_unknown", drop_unknown)
         prepared = self.vocab.decode(self.vocab.encode(seed, drop_unknown=drop_unknown))
         if seed and not prepared:
             raise CharRNNError("every character of the seed is unknown to the model; give a seed in the corpus's alphabet")
@@ -173,7 +179,7 @@ class Model:
                  drop_unknown: bool = False, echo: bool = True) -> str:
         """`length` characters after `seed` (the seed first, unless echo=False), as `charrnn sample` prints them.
         The same random_seed and options give the same text."""
-        SampleConfig(echo=echo)  # checks echo's type as the other options' are checked
+        _check_flag("echo", echo)
         text = "".join(self.stream(seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                    random_seed=random_seed, stop=stop, drop_unknown=drop_unknown))
         return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text
@@ -251,6 +257,7 @@ class Model:
         from charrnn.visualize.trace import trace
 
         _check_text("text", text)
+        _check_flag("drop_unknown", drop_unknown)
         text = self.vocab.decode(self.vocab.encode(text, drop_unknown=drop_unknown))
         if len(text) < 2:
             raise CharRNNError("the text needs at least 2 characters the model knows to show anything")

@@ -86,6 +86,8 @@ def test_an_unknown_training_option_or_choice_is_a_clear_error(tiny_corpus):
     (lambda m, corpus: m.evaluate(corpus, dynamic=True, dynamic_lr="1e-3"), "dynamic_lr must be a number or a list of them"),
     (lambda m, corpus: m.evaluate(corpus, dynamic=True, dynamic_window=[16.5]), "dynamic_window must be a whole number or a list"),
     (lambda m, corpus: m.trace(2.5), "text must be a string, got 2.5"),
+    (lambda m, corpus: m.trace("the cat", drop_unknown="yes"), "drop_unknown must be True or False, got 'yes'"),
+    (lambda m, corpus: m.prepare_seed("the", drop_unknown=0), "drop_unknown must be True or False, got 0"),
     (lambda m, corpus: m.export_html(seed=2.5), "seed must be a string or None, got 2.5"),
     (lambda m, corpus: charrnn.load(corpus, threads=2.5), "threads must be a whole number or None, got 2.5"),
     (lambda m, corpus: charrnn.train(corpus, steps="5"), "steps must be a whole number or None, got '5'"),
