@@ -163,7 +163,7 @@ class Model:
         """Per step, the next character of each of `num_samples` samples drawn together ("" once one has
         stopped at a `stop` string). The seed itself is not repeated. Temperature 0 is greedy."""
         config = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                              num_samples=num_samples, random_seed=random_seed, stop=stop, drop_unknown=drop_unknown)
+                              num_samples=num_samples, random_seed=random_seed, stop=stop)
         seed_text = self.prepare_seed(seed, drop_unknown=drop_unknown)
         generator = sampling.make_generator(random_seed, self.device)
         return sampling.generate(self.network, self.vocab, seed_text, config, generator)
