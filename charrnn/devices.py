@@ -59,14 +59,20 @@ def threads_warning(threads: int | None) -> str | None:
             f"only slow it down (try --threads {cpus})")
 
 
+def has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 by tile."""
+    return bool(getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)())
+
+
 def odd_width_warning(model: ModelConfig, bf16_on_cpu: bool) -> str | None:
-    """A warning when a bf16 run on the CPU has a layer input of odd width: oneDNN's bf16 kernels take it on a path
-    1.7 to 3.2 times slower per step (an odd --embedding or --hidden; bench/RESULTS.md, session 32)."""
+    """A warning when a bf16 run on a CPU with AMX has a layer input of odd width: oneDNN's AMX kernels take it on a
+    path 1.7 to 3.2 times slower per step (an odd --embedding or --hidden; bench/RESULTS.md, session 32).
+    AVX512-BF16 without AMX runs odd widths at full speed (session 34, an AMD EPYC), so it is not warned."""
     odd = [f"--{name} {value}" for name, value in (("embedding", model.embedding), ("hidden", model.hidden)) if value % 2]
-    if not (bf16_on_cpu and odd):
+    if not (bf16_on_cpu and odd and has_amx()):
         return None
     return (f"warning: {' and '.join(odd)} {'is' if len(odd) == 1 else 'are'} odd, and bf16 trains odd widths 1.7 to 3.2 "
-            "times slower on a CPU; an even size trains at full speed")
+            "times slower on a CPU with AMX; an even size trains at full speed")
 
 
 def has_native_bf16(device: torch.device) -> bool:

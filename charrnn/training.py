@@ -36,7 +36,7 @@ EMBEDDING_CAP = 128
 
 def default_embedding(vocab_size: int) -> int:
     """The alphabet's size (one-hot equivalent) rounded up to even, at most EMBEDDING_CAP: oneDNN's bf16 kernels
-    take an odd input width on a path 1.7-1.8 times slower per step (bench/RESULTS.md, session 32)."""
+    on a CPU with AMX take an odd input width on a path 1.7-1.8 times slower per step (bench/RESULTS.md, session 32)."""
     return min(vocab_size + vocab_size % 2, EMBEDDING_CAP)
 
 

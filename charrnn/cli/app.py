@@ -65,7 +65,7 @@ def train(
              "says what was chosen and why; bench/QUALITY.md has the rule).", show_default=False)] = None,
     embedding: Annotated[Optional[int], typer.Option(
         help="Character embedding size. Default: the vocabulary size (one-hot equivalent) rounded up to even, at most 128 "
-             "(it feeds every layer, so it costs every layer's input product; and bf16 trains odd sizes 1.7-1.8 times slower).",
+             "(it feeds every layer, so it costs every layer's input product; and bf16 on a CPU with AMX trains odd sizes 1.7-1.8 times slower).",
         show_default=False)] = None,
     skip: Annotated[bool, typer.Option(
         "--skip/--no-skip", help="Graves (2013) skip connections: the input feeds every layer, every layer feeds the output.")] = True,
