@@ -13,14 +13,13 @@ on them too. Public: `train`, `load`, `Model`, `TrainResult`, `Progress`, `EvalR
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from charrnn import checkpoint, corpora, devices, sampling
-from charrnn.config import Device, EvalConfig, Precision, SampleConfig, TrainConfig, choice
+from charrnn.config import Device, EvalConfig, Precision, SampleConfig, TrainConfig, check_value, choice
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalResult, TextSource
 from charrnn.evaluate import run as _evaluate
@@ -40,19 +39,8 @@ _RUN_OPTIONS = ("out", "resume", "force", "device", "threads", "encoding")
 TRAIN_OPTIONS = _MODEL_OPTIONS + _CONFIG_OPTIONS + _RUN_OPTIONS  # the keyword arguments `train` takes
 
 
-def _check_text(name: str, value, *, optional: bool = False) -> None:
-    if not (isinstance(value, str) or optional and value is None):
-        raise TypeError(f"{name} must be a string{' or None' if optional else ''}, got {value!r}")
-
-
-def _check_flag(name: str, value) -> None:
-    if not isinstance(value, bool):  # 1 or "no" would pass as truthy and do what the caller did not mean
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
 def _check_threads(threads: int | None) -> None:
-    if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool)):
-        raise TypeError(f"threads must be a whole number or None, got {threads!r}")
+    check_value("threads", threads, int, optional=True)
     if threads is not None and threads < 1:
         raise CharRNNError(f"--threads must be at least 1, got {threads}")
 
@@ -150,8 +138,8 @@ class Model:
 
     def prepare_seed(self, seed: str, *, drop_unknown: bool = False) -> str:
         """The seed as the model reads it: an unknown character is an error, or dropped with drop_unknown."""
-        _check_text("seed", seed)
-        _check_flag("drop_unknown", drop_unknown)
+        check_value("seed", seed, str)
+        check_value("drop_unknown", drop_unknown, bool)  # 1 or "no" would pass as truthy
         prepared = self.vocab.decode(self.vocab.encode(seed, drop_unknown=drop_unknown))
         if seed and not prepared:
             raise CharRNNError("every character of the seed is unknown to the model; give a seed in the corpus's alphabet")
@@ -179,7 +167,7 @@ class Model:
                  drop_unknown: bool = False, echo: bool = True) -> str:
         """`length` characters after `seed` (the seed first, unless echo=False), as `charrnn sample` prints them.
         The same random_seed and options give the same text."""
-        _check_flag("echo", echo)
+        check_value("echo", echo, bool)
         text = "".join(self.stream(seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                    random_seed=random_seed, stop=stop, drop_unknown=drop_unknown))
         return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text
@@ -238,8 +226,8 @@ class Model:
         opened from disk. `weights`: "int8" (default, one scale per row), "fp16" or "fp32"."""
         from charrnn import export
 
-        _check_text("seed", seed, optional=True)
-        _check_text("title", title, optional=True)
+        check_value("seed", seed, str, optional=True)
+        check_value("title", title, str, optional=True)
         summary = self.summary()
         c, corpus = self.config, summary.get("corpus") or {}
         name = title or f"charrnn · {self.name}"
@@ -256,8 +244,8 @@ class Model:
         value (a `charrnn.visualize.trace.Trace`, which `charrnn show` renders)."""
         from charrnn.visualize.trace import trace
 
-        _check_text("text", text)
-        _check_flag("drop_unknown", drop_unknown)
+        check_value("text", text, str)
+        check_value("drop_unknown", drop_unknown, bool)
         text = self.vocab.decode(self.vocab.encode(text, drop_unknown=drop_unknown))
         if len(text) < 2:
             raise CharRNNError("the text needs at least 2 characters the model knows to show anything")

@@ -74,11 +74,20 @@ def check_types(obj) -> None:
     """A config built from Python (charrnn.train's keywords, a SampleConfig) gets a TypeError naming the field and
     what it wants, not one from deep inside torch; the command line has converted its values already."""
     for name, (wanted, accepted, optional) in _field_kinds(type(obj)).items():
-        value = getattr(obj, name)
-        if value is None and optional:
-            continue
-        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-            raise TypeError(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
+        _check(name, getattr(obj, name), wanted, accepted, optional)
+
+
+def check_value(name: str, value, kind: type, *, optional: bool = False) -> None:
+    """One argument of kind int, float, bool or str, checked and worded as check_types does a config's field."""
+    wanted, accepted = _KINDS[kind]
+    _check(name, value, wanted, (accepted,), optional)
+
+
+def _check(name: str, value, wanted: str, accepted: tuple[type, ...], optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        raise TypeError(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
 
 
 def choice(kind: type[enum.Enum], value, option: str):
