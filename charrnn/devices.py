@@ -59,9 +59,14 @@ def threads_warning(threads: int | None) -> str | None:
             f"only slow it down (try --threads {cpus})")
 
 
+def _cpu_has(feature: str) -> bool:
+    """torch.cpu's probe for an instruction set (e.g. "amx_tile"); False where this torch build lacks the probe."""
+    return bool(getattr(getattr(torch, "cpu", None), f"_is_{feature}_supported", lambda: False)())
+
+
 def has_amx() -> bool:
     """Whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids), where oneDNN runs bf16 by tile."""
-    return bool(getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)())
+    return _cpu_has("amx_tile")
 
 
 def odd_width_warning(model: ModelConfig, bf16_on_cpu: bool) -> str | None:
@@ -80,9 +85,7 @@ def has_native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
+        return _cpu_has("avx512_bf16") or has_amx()
     return False
 
 
