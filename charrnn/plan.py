@@ -115,8 +115,10 @@ from charrnn.data import reads_in_segments
 # Xeon with AMX 215-273 in whole timed runs (2x256-2x384, session 19). Those runs had odd embedding widths, which
 # oneDNN's bf16 kernels run 1.7-1.8 times slower; with the even ones train gives since session 32, that Xeon
 # measured 427-560 in whole 5-minute runs (2x256-2x384), and `cpu-bf16` counts 200 per thread, its figure on a
-# slower day (the Zen 5 was not measured again).
-# `cpu-bf16` plans by the slower host: a plan too wide for the day costs more than one too narrow (on that Xeon at
+# slower day (the Zen 5 was not measured again). An AMD EPYC Zen 4 (AVX512-BF16, no AMX) measured only 205-281 on
+# slow days (sessions 34 and 35), and there the 15-minute `python` plan (2x512) scored 0.024-0.027 worse than 2x384
+# at equal time: this figure is not yet the slower host's (bench/QUALITY.md, session 35, to-do 1).
+# `cpu-bf16` is meant to plan by the slower host: a plan too wide for the day costs more than one too narrow (on that Xeon at
 # 5 minutes, 2x384 against 2x256: 0.008 and 0.022 worse on `cpp` and `python` at full speed, 0.060 and 0.053 at
 # half), and a figure below the day's lets a short text be read more often than planned, unregularised (at 110,
 # tinyshakespeare's 5-minute plan of 5.7 passes read 13.3 in session 32 and scored 2.058). Only 2-thread machines
