@@ -128,7 +128,9 @@ class _AdaptingCopy:
     """
 
     def __init__(self, model: CharRNN, lr: float, decay: float):
-        self.model = copy.deepcopy(model).eval()  # no dropout while adapting
+        self.model = copy.deepcopy(model).eval()  # no dropout or weight drop while adapting
+        for layer in self.model.layers:  # cuDNN runs a backward only through a layer in training mode; a single
+            layer.train()                # layer's mode changes nothing else (its own dropout acts between layers)
         self.params = list(self.model.parameters())
         self.trained = [p.detach().clone() for p in self.params]
         self.mean_square: list[Tensor | None] = [None] * len(self.params)

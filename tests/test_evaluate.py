@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn import checkpoint, kernels
 from charrnn.cli import app
 from charrnn.config import EvalConfig
 from charrnn.errors import CharRNNError
@@ -177,6 +177,29 @@ def test_each_step_adapts_its_own_copy_and_a_mixture_of_one_step_is_that_step():
     # No window given: the default pair keeps its own windows, steps a user chooses get 64 each.
     assert EvalConfig().dynamic_window == EvalConfig(dynamic_lr=(3e-4, 1.5e-3)).dynamic_window == (64, 16)
     assert EvalConfig(dynamic_lr=1.5e-3).dynamic_window == (64,)
+
+
+def test_dynamic_evaluation_adapts_through_layers_that_refuse_a_backward_in_eval_mode():
+    """cuDNN runs an RNN's backward only in training mode; dynamic evaluation must still score as before, with the
+    model's dropout off (found on an H200, session 36)."""
+
+    class CudnnLikeLSTM(torch.nn.LSTM):
+        def forward(self, x, state=None):
+            out, new_state = super().forward(x, state)
+            if torch.is_grad_enabled() and not self.training:  # what cuDNN raises at backward, raised at once
+                raise RuntimeError("cudnn RNN backward can only be called in training mode")
+            return out, new_state
+
+    torch.manual_seed(0)
+    plain = CharRNN(tiny_config(dropout=0.5, weight_drop=0.5)).eval()
+    strict = CharRNN(plain.config, layer_type=lambda name: CudnnLikeLSTM if name == "LSTM" else kernels.layer(name))
+    strict.load_state_dict(plain.state_dict())
+    strict.eval()
+    ids = torch.randint(0, 29, (200,))
+    config = EvalConfig(dynamic=True, dynamic_lr=0.01, dynamic_window=16)
+    expected = dynamic_losses_per_char(plain, ids, config=config)
+    assert torch.equal(dynamic_losses_per_char(strict, ids, config=config), expected)
+    assert torch.equal(dynamic_losses_per_char(plain, ids, config=config), expected)  # no dropout: nothing random
 
 
 def test_fixed_share_follows_whichever_predictor_is_better_now():
