@@ -20,13 +20,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """torch.mm of two n x n matrices, median of `repeats` after one untimed run, in GFLOP/s."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def device_name(device: torch.device) -> str:
+    """lscpu's model name for a CPU, the card's name for a GPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
+def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5,
+                device: torch.device | str = "cpu") -> float:
+    """torch.mm of two n x n matrices on `device`, median of `repeats` after one untimed run, in GFLOP/s."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock timer measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

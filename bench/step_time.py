@@ -6,11 +6,13 @@
     python bench/step_time.py 2x256 2x256b64s32 gru2x256  # ...window lengths (sSEQ) and cells (gru, rnn)
     python bench/step_time.py 2x256 2x384 --bf16       # in bf16, as train runs where the CPU has it natively
     python bench/step_time.py 2x192 2x192e32 --vocab 113  # embedding sizes (eEMBEDDING) for a larger alphabet
+    python bench/step_time.py 2x512 2x1024 --device cuda --bf16 --weight-drop 0.2  # on a GPU, with weight drop
 
 One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model (an LSTM
 unless the shape names its cell) on batch 32 x 64 characters (or the shape's own) with a 65-character alphabet
 (tinyshakespeare's; --vocab sets another) embedded in as many dimensions as train gives it (the alphabet's size rounded up
-to even, at most 128) or the shape's own, in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16.
+to even, at most 128) or the shape's own, in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16
+(and on a GPU with bf16). Each shape's FLOP/s counts 6 x parameters per character, as charrnn's plan does (charrnn/plan.py).
 The shapes take turns, so a passing load slows them alike; it prints each one's milliseconds per step, its steps
 per step of the first shape and its characters per second against the first's. Use it to compare shapes at equal
 time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).
@@ -33,7 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
+from machine import device_name, gemm_gflops, synchronize  # noqa: E402  (bench/machine.py)
 
 from charrnn.config import Cell, TrainConfig  # noqa: E402
 from charrnn.devices import autocast  # noqa: E402
@@ -73,37 +75,47 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="turns per shape (the median of them is kept)")
     parser.add_argument("--steps", type=int, default=10, help="steps per turn")
     parser.add_argument("--vocab", type=int, default=VOCAB, help="alphabet size (65: tinyshakespeare; 113: cpp)")
-    parser.add_argument("--bf16", action="store_true", help="under bf16 autocast (needs a CPU that runs it)")
+    parser.add_argument("--bf16", action="store_true", help="under bf16 autocast (needs a CPU or GPU that runs it)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--weight-drop", type=float, default=0.0, help="as train's --weight-drop (DropConnect on W_hh)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    vocab = args.vocab
-    models = [CharRNN(ModelOptions(cell=s.cell, layers=s.layers, hidden=s.hidden, embedding=s.embedding).for_vocab(vocab))
+    vocab, device = args.vocab, torch.device(args.device)
+    models = [CharRNN(ModelOptions(cell=s.cell, layers=s.layers, hidden=s.hidden, embedding=s.embedding,
+                                   weight_drop=args.weight_drop).for_vocab(vocab)).to(device)
               for s in args.shapes]  # built as train builds it (embedding None: train's size for the alphabet)
-    optimizers = [_adam(m, TrainConfig.lr, torch.device("cpu"), TrainConfig.weight_decay) for m in models]
-    batches = [(torch.randint(0, vocab, (s.batch, s.seq_len)), torch.randint(0, vocab, (s.batch, s.seq_len)))
-               for s in args.shapes]
+    optimizers = [_adam(m, TrainConfig.lr, device, TrainConfig.weight_decay) for m in models]
+    batches = [(torch.randint(0, vocab, (s.batch, s.seq_len), device=device),
+                torch.randint(0, vocab, (s.batch, s.seq_len), device=device)) for s in args.shapes]
     times: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds + 1):  # the first round warms up and is dropped
         for model, optimizer, (x, y), kept in zip(models, optimizers, batches, times):
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(args.steps):
-                with autocast(torch.device("cpu"), args.bf16):
+                with autocast(device, args.bf16):
                     logits, _ = model(x)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            synchronize(device)
             kept.append((time.perf_counter() - start) / args.steps)
     per_step = [statistics.median(kept[1:]) for kept in times]
-    print(f"# {cpu_name()}, {torch.get_num_threads()} threads, {'bf16' if args.bf16 else 'fp32'} steps, "
-          f"fp32 GEMM {gemm_gflops():.0f} GFLOP/s")
+    gemm_n = 8192 if device.type == "cuda" else 2048
+    print(f"# {device_name(device)}, {torch.get_num_threads()} threads, {'bf16' if args.bf16 else 'fp32'} steps"
+          f"{f', weight drop {args.weight_drop:g}' if args.weight_drop else ''}, GEMM {gemm_n}^3: "
+          f"fp32 {gemm_gflops(n=gemm_n, device=device):.0f} GFLOP/s, "
+          f"bf16 {gemm_gflops(torch.bfloat16, n=gemm_n, device=device):.0f} GFLOP/s")
     first = args.shapes[0]
     for s, model, seconds in zip(args.shapes, models, per_step):
         steps = per_step[0] / seconds
         chars = steps * s.batch * s.seq_len / (first.batch * first.seq_len)
-        print(f"{s}: {model.parameter_count():,} parameters, {seconds * 1000:.1f} ms/step, "
+        chars_per_second = s.batch * s.seq_len / seconds
+        print(f"{s}: {model.parameter_count():,} parameters, {seconds * 1000:.2f} ms/step, "
+              f"{chars_per_second:,.0f} chars/s, {6 * model.parameter_count() * chars_per_second / 1e9:,.0f} GFLOP/s, "
               f"{steps:.2f} steps per {first} step ({chars:.2f} times its characters per second)")
 
 
