@@ -28,11 +28,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   1.782 (a second seed: 1.740 against 1.757), while narrower again lost, 2x128 (39) 1.775, as did 2x64 (55) for 1
   minute, 2.126 against 2x128 (7.9) 1.999; `python` there 2x192 (6.0) 1.684 against 2x256 (2.6) 1.709; for 15
   minutes `cpp` 2x256 (12.6) 1.620 against 2x384 (3.0) 1.632 (a second seed: 1.613 against 1.627), `python` 2x256
-  (7.7) 1.557 against 2x384 (2.1) 1.598; on a `cpu-bf16` (an Intel Xeon with AMX) for 5 minutes 2x256 (9.2 and 5.6)
+  (7.7) 1.557 against 2x384 (2.1) 1.598; on a `cpu-amx` (an Intel Xeon) for 5 minutes 2x256 (9.2 and 5.6)
   beat 2x384 (2.2 and 1.5) on `cpp` and `python` at full speed and at half, and for 15 minutes on `cpp` 2x384 (6.7)
   1.519 and 1.530 (two seeds) against 2x512 (2.4) 1.542 and 1.537. The limit lies between the widths that lost (4.2
   at most) and those that won (5.6 at least). It decides only the plans of clock budgets on large texts; a run
-  planned to read all of its text is not held to it (on a `cpu-bf16` `python` for 15 minutes, 1.19 passes, 2x384 at
+  planned to read all of its text is not held to it (on a `cpu-amx` `python` for 15 minutes, 1.19 passes, 2x384 at
   4.6 c/p tied 2x256 at 16.9: 1.499 each; `cpp` for 60 minutes, 1.22 passes, 2x768 at 2.1 beat 2x512 at 9.4,
   1.425 against 1.446), and tinyshakespeare's plans keep their widths. (In char-rnn's layout at
   older defaults, session 5, 2x384 beat 2x256 on `cpp` for 15 minutes, 1.731 against 1.770: shuffled segments and
@@ -75,7 +75,7 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   against 2.050 and 2.057. Hence a limit of three planned passes. It is not one for a second reason: the plan
   is nominal and a slow day reads half of it or less, so a run planned just over one pass would read part of
   its text in char-rnn's layout, never reaching the end of each stream's slice, and that costs far more than
-  segments could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-bf16` at full speed, 0.7 passes)
+  segments could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-amx` at full speed, 0.7 passes)
   char-rnn's layout scored 1.777 against 1.629 in segments of 256 (session 19).
 - Learning rate: a run in shuffled segments, planned or given by --segment-len, takes a higher peak, SHUFFLED_LR,
   than TrainConfig.lr (tuned on runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on
@@ -87,7 +87,7 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   twice as often. On `cpp` for 5 minutes on the `cpu` class (2x192, 3,785 steps, fp32; bench/QUALITY.md, session
   31) segments of 256 at 1.5e-2 scored 1.727 and 1.740 (two seeds), segments of 128 at 2e-2 1.714 and 1.713; each
   half alone gained part of it on the first seed (128 at 1.5e-2 1.720, 256 at 2e-2 1.724), and 2.5e-2 lost it
-  again (1.722). `python` there (2,825 steps) tied, 1.682 against 1.684, and so did the `cpu-bf16` 5-minute plans
+  again (1.722). `python` there (2,825 steps) tied, 1.682 against 1.684, and so did the `cpu-amx` 5-minute plans
   (2x256 in bf16): `cpp` at 4,891 steps 1.635 against 1.635, `python` at 4,577 1.582 against 1.581. Plans of one
   pass or more keep four windows and 1.5e-2: session 17's `cpp` 2x384 at 2,801 steps scored 1.656 with two
   windows against 1.643 with four (at 1.1e-2), and they were not measured at 2e-2.
@@ -111,20 +111,22 @@ from charrnn.data import reads_in_segments
 # Training throughput, counted as 6 x parameters FLOP per character (forward and backward).
 # CPU, per thread (bench/QUALITY.md, "Device classes"): with 2 threads, an AVX2-only AMD EPYC (Zen 3) measured
 # 77-109 GFLOP/s so counted (widths 256-512, fp32), an AVX-512 Intel Xeon without bf16 92-102 (widths 256-1024).
-# Natively bf16: an AMD EPYC with AVX512-BF16 (Zen 5) 476 in bf16 (default model, a step benchmark), an Intel
-# Xeon with AMX 215-273 in whole timed runs (2x256-2x384, session 19). Those runs had odd embedding widths, which
-# oneDNN's bf16 kernels run 1.7-1.8 times slower; with the even ones train gives since session 32, that Xeon
-# measured 427-560 in whole 5-minute runs (2x256-2x384), and `cpu-bf16` counts 200 per thread, its figure on a
-# slower day (the Zen 5 was not measured again). An AMD EPYC Zen 4 (AVX512-BF16, no AMX) measured only 205-281 on
-# slow days (sessions 34 and 35), and there the 15-minute `python` plan (2x512) scored 0.024-0.027 worse than 2x384
-# at equal time: this figure is not yet the slower host's (bench/QUALITY.md, session 35, to-do 1).
-# `cpu-bf16` is meant to plan by the slower host: a plan too wide for the day costs more than one too narrow (on that Xeon at
+# Natively bf16, two classes about 2 times apart, told apart by AMX tiles (a fact of the CPU, never a timing):
+# - `cpu-amx`: an Intel Xeon with AMX measured 427-560 in whole 5-minute runs (2x256-2x384, even embeddings, since
+#   session 32; 215-273 before, when odd widths took oneDNN's slow bf16 path). It counts 200 per thread, its figure
+#   on a slower day; every goal timed on it was met with this figure (sessions 32 and 33).
+# - `cpu-bf16` (AVX512-BF16 without AMX, the AMD EPYCs): a Zen 4 measured 205-281 in whole 5- to 60-minute runs on
+#   slow days (bf16 GEMM 373-423, as slow as the issue's host on its slow day, 413), and at 400 its 15-minute
+#   `python` plan (2x512) scored 0.024-0.027 worse than 2x384 at equal time. It counts 125 per thread, the Zen 4's
+#   middle, which plans 2x384 there (session 36). A Zen 5 measured 476 in a step benchmark (default model,
+#   session 2): on such a fast day the plans are narrower than the day could carry, the cheaper mistake.
+# A class plans by its slower days: a plan too wide for the day costs more than one too narrow (on the Xeon at
 # 5 minutes, 2x384 against 2x256: 0.008 and 0.022 worse on `cpp` and `python` at full speed, 0.060 and 0.053 at
 # half), and a figure below the day's lets a short text be read more often than planned, unregularised (at 110,
 # tinyshakespeare's 5-minute plan of 5.7 passes read 13.3 in session 32 and scored 2.058). Only 2-thread machines
 # were measured: past 2 threads each further thread counts half, since small recurrent products scale worse than
 # linearly.
-CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 2.0e11}
+CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.25e11, "cpu-amx": 2.0e11}
 MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -176,12 +178,14 @@ class Plan:
         return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
 
 
-def device_class(device_type: str, *, native_bf16: bool) -> str:
-    """The throughput class a device plans by: cuda, mps, cpu-bf16 (a CPU that multiplies bf16 natively, the newer
-    and wider-vectored kind) or cpu."""
+def device_class(device_type: str, *, native_bf16: bool, amx: bool = False) -> str:
+    """The throughput class a device plans by: cuda, mps, cpu-amx (bf16 by AMX tiles: Intel Xeons since Sapphire
+    Rapids), cpu-bf16 (AVX512-BF16 without AMX: AMD EPYC Zen 4 and 5) or cpu (fp32)."""
     if device_type in NOMINAL_FLOPS:
         return device_type
-    return "cpu-bf16" if native_bf16 else "cpu"
+    if not native_bf16:
+        return "cpu"
+    return "cpu-amx" if amx else "cpu-bf16"
 
 
 def nominal_flops(device_class: str, *, threads: int = MEASURED_THREADS, processes: int = 1) -> float:

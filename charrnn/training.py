@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
-from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
+from charrnn.devices import autocast, bf16_runs, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state
@@ -412,7 +412,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
-    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device))
+    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device),
+                                     amx=ctx.device.type == "cpu" and has_amx())
     # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
     threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)

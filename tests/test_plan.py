@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import charrnn
-from charrnn import plan
+from charrnn import devices, plan
 from charrnn.config import Cell, ModelConfig, TrainConfig
 from charrnn.data import StreamBatches
 from charrnn.model import CharRNN
@@ -131,7 +131,9 @@ def test_a_clock_budget_s_plan_line_names_the_device_class_and_threads_it_planne
     lines = []
     charrnn.train(tiny_corpus, minutes=1, steps=2, seq_len=8, batch_size=2, threads=1, out=tmp_path / "run",
                   log=lines.append)
-    assert lines[0].endswith("GFLOP/s: cpu, 1 thread)") or lines[0].endswith("GFLOP/s: cpu-bf16, 1 thread)")
+    cpu = torch.device("cpu")
+    expected = plan.device_class("cpu", native_bf16=devices.has_native_bf16(cpu), amx=devices.has_amx())
+    assert lines[0].endswith(f"nominal {plan.nominal_flops(expected, threads=1) / 1e9:,.0f} GFLOP/s: {expected}, 1 thread)")
 
 
 def test_threads_beyond_the_cpus_are_not_planned_for_and_get_a_warning(tiny_corpus, tmp_path, monkeypatch, runner):
@@ -196,9 +198,10 @@ def test_a_faster_device_class_plans_a_wider_model_for_the_same_minutes():
 def test_device_classes_plan_from_fixed_figures_by_capability_threads_and_processes():
     assert plan.device_class("cpu", native_bf16=False) == "cpu"
     assert plan.device_class("cpu", native_bf16=True) == "cpu-bf16"
+    assert plan.device_class("cpu", native_bf16=True, amx=True) == "cpu-amx"
     assert plan.device_class("cuda", native_bf16=True) == "cuda"
     two = plan.nominal_flops("cpu", threads=2)
-    assert plan.nominal_flops("cpu-bf16", threads=2) > two
+    assert plan.nominal_flops("cpu-amx", threads=2) > plan.nominal_flops("cpu-bf16", threads=2) > two
     assert two < plan.nominal_flops("cpu", threads=8) < 4 * two  # more threads help, less than linearly
     assert plan.nominal_flops("cpu", threads=2, processes=4) == 4 * two
     assert plan.nominal_flops("cuda", threads=1) == plan.nominal_flops("cuda", threads=64)
@@ -214,6 +217,15 @@ def test_a_native_bf16_cpu_plans_a_wider_model_for_a_small_corpus_and_more_steps
     assert fast.hidden > slow.hidden and fast.epochs > slow.epochs
     cpp = {**SHAPE, "vocab_size": 113, "embedding": 113}
     assert plan.plan(corpus_chars=13_600_000, budget=plan.Budget(minutes=5), flops=bf16, **cpp).hidden == 256
+
+
+def test_bf16_cpus_without_amx_plan_python_for_15_minutes_one_width_narrower():
+    # An AMD EPYC Zen 4 (AVX512-BF16, no AMX) trains at about half the Xeon with AMX's speed; there 2x384 beat
+    # 2x512 by 0.024-0.027 on `python` at 15 minutes, and tied it on `cpp` (bench/QUALITY.md, sessions 35 and 36)
+    python = {**SHAPE, "vocab_size": 222, "embedding": 128}
+    widths = {name: plan.plan(corpus_chars=10_380_000, budget=plan.Budget(minutes=15),
+                              flops=plan.nominal_flops(name, threads=2), **python).hidden for name in ("cpu-bf16", "cpu-amx")}
+    assert widths == {"cpu-bf16": 384, "cpu-amx": 512}
 
 
 def test_steps_and_epochs_budgets_count_characters_exactly():
