@@ -180,7 +180,8 @@ class Plan:
 
 def device_class(device_type: str, *, native_bf16: bool, amx: bool = False) -> str:
     """The throughput class a device plans by: cuda, mps, cpu-amx (bf16 by AMX tiles: Intel Xeons since Sapphire
-    Rapids), cpu-bf16 (AVX512-BF16 without AMX: AMD EPYC Zen 4 and 5) or cpu (fp32)."""
+    Rapids), cpu-bf16 (AVX512-BF16 without AMX: AMD EPYC Zen 4 and 5) or cpu (fp32). `native_bf16` is the device's,
+    `amx` the CPU's, which only a cpu device reads."""
     if device_type in NOMINAL_FLOPS:
         return device_type
     if not native_bf16:

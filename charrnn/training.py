@@ -412,8 +412,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
-    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device),
-                                     amx=ctx.device.type == "cpu" and has_amx())
+    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device), amx=has_amx())
     # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
     threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)

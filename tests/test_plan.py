@@ -221,7 +221,8 @@ def test_a_native_bf16_cpu_plans_a_wider_model_for_a_small_corpus_and_more_steps
 
 def test_bf16_cpus_without_amx_plan_python_for_15_minutes_one_width_narrower():
     # An AMD EPYC Zen 4 (AVX512-BF16, no AMX) trains at about half the Xeon with AMX's speed; there 2x384 beat
-    # 2x512 by 0.024-0.027 on `python` at 15 minutes, and tied it on `cpp` (bench/QUALITY.md, sessions 35 and 36)
+    # 2x512 by 0.024-0.027 on `python` at 15 minutes, and came within 0.010 of it on `cpp` (bench/QUALITY.md,
+    # sessions 35 and 36)
     python = {**SHAPE, "vocab_size": 222, "embedding": 128}
     widths = {name: plan.plan(corpus_chars=10_380_000, budget=plan.Budget(minutes=15),
                               flops=plan.nominal_flops(name, threads=2), **python).hidden for name in ("cpu-bf16", "cpu-amx")}
