@@ -32,11 +32,11 @@ lscpu | grep 'Model name'
 section "the issue's split: the first 90% of the text trains, the last 10% is held out"
 "$py" - "$corpus" "$work" <<'EOF'
 import sys
-text = open(sys.argv[1], encoding="utf-8").read()
-cut = int(len(text) * 0.9)
-open(f"{sys.argv[2]}/train.txt", "w", encoding="utf-8").write(text[:cut])
-open(f"{sys.argv[2]}/val.txt", "w", encoding="utf-8").write(text[cut:])
-print(f"train {cut:,} characters, held out {len(text) - cut:,}")
+from pathlib import Path
+sys.path.insert(0, "bench")
+from quality import split_held_out  # bench/quality.py's split, so both score the same held-out text
+for path in split_held_out(Path(sys.argv[1]).read_text(encoding="utf-8"), Path(sys.argv[2])):
+    print(f"{path.name}: {len(path.read_text(encoding='utf-8')):,} characters")
 EOF
 
 section "training-step time by width, batch and window (bf16 autocast: what train's auto picks on a GPU with bf16)"
@@ -52,10 +52,10 @@ timed 60 "$py" bench/step_time.py gru2x512 gru2x1024 --device cuda --bf16 --roun
 section "train for 2 minutes on the GPU with the defaults (the plan for the cuda class)"
 timed 200 "${charrnn[@]}" train "$work/train.txt" --minutes 2 --device cuda --out "$work/ts" --force
 section "held-out score on the GPU, the same checkpoint on the CPU, and dynamic evaluation on the GPU"
-timed 60 "${charrnn[@]}" eval "$work/val.txt" -c "$work/ts" --json --device cuda --quiet
-timed 90 "${charrnn[@]}" eval "$work/val.txt" -c "$work/ts" --json --device cpu --quiet
-timed 150 "${charrnn[@]}" eval "$work/val.txt" -c "$work/ts" --json --device cuda --dynamic --quiet
-timed 60 "${charrnn[@]}" eval "$work/val.txt" -c "$work/ts" --json --device cuda --dynamic --dynamic-lr 3e-4 --quiet
+timed 60 "${charrnn[@]}" eval "$work/held_out.txt" -c "$work/ts" --json --device cuda --quiet
+timed 90 "${charrnn[@]}" eval "$work/held_out.txt" -c "$work/ts" --json --device cpu --quiet
+timed 150 "${charrnn[@]}" eval "$work/held_out.txt" -c "$work/ts" --json --device cuda --dynamic --quiet
+timed 60 "${charrnn[@]}" eval "$work/held_out.txt" -c "$work/ts" --json --device cuda --dynamic --dynamic-lr 3e-4 --quiet
 section "sample into a pipe that closes early"
 timed 60 bash -c "'$py' -m charrnn sample -c '$work/ts' --seed 'ROMEO:' --length 5000 --device cuda | head -c 300; s=(\${PIPESTATUS[*]}); echo; echo \"pipe status \${s[*]}\""
 

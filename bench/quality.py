@@ -36,6 +36,15 @@ def charrnn(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True)
 
 
+def split_held_out(text: str, work: Path) -> tuple[Path, Path]:
+    """The protocol's split, written into `work`: train.txt, the first 90% of the text, and held_out.txt, the rest."""
+    cut = int(len(text) * 0.9)
+    train_text, held_out = work / "train.txt", work / "held_out.txt"
+    train_text.write_text(text[:cut], encoding="utf-8")
+    held_out.write_text(text[cut:], encoding="utf-8")
+    return train_text, held_out
+
+
 def threads_option(train_options: list[str]) -> str | None:
     """The value of --threads among train's options, if given (`--threads 1` or `--threads=1`)."""
     for n, option in enumerate(train_options):
@@ -59,11 +68,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     gemm_before = gemm_gflops()
     source = corpora.build(args.corpus) if args.corpus in corpora.names() else Path(args.corpus)
-    text = source.read_text(encoding="utf-8")
-    cut = int(len(text) * 0.9)
-    train_text, held_out = work / "train.txt", work / "held_out.txt"
-    train_text.write_text(text[:cut], encoding="utf-8")
-    held_out.write_text(text[cut:], encoding="utf-8")
+    train_text, held_out = split_held_out(source.read_text(encoding="utf-8"), work)
     run = work / "run"
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
     trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
