@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks (bench/RESULTS.md, "GPU"): every CUDA path charrnn has, end to end, and its speeds, in one run
-# of about 5 minutes on one GPU. Each check has its own time limit and prints its wall time and exit status, so a
+# of about 6 minutes on one GPU. Each check has its own time limit and prints its wall time and exit status, so a
 # failing one does not hide the rest.
 #
 #   bash bench/gpu.sh TINYSHAKESPEARE.txt [WORK_DIR]
@@ -39,15 +39,15 @@ for path in split_held_out(Path(sys.argv[1]).read_text(encoding="utf-8"), Path(s
     print(f"{path.name}: {len(path.read_text(encoding='utf-8')):,} characters")
 EOF
 
-section "training-step time by width, batch and window (bf16 autocast: what train's auto picks on a GPU with bf16)"
+section "training-step time by width, batch and window, fp32 (TF32 in cuDNN: what train's auto picks below 2x1024 at batch 128)"
 timed 120 "$py" bench/step_time.py 2x256 2x512 2x768 2x1024 2x1536 2x2048 2x512b128 2x1024b128 2x2048b128 \
-    2x512s32 2x512s128 2x512b128s32 \
-    --device cuda --bf16 --rounds 5
+    2x512s32 2x512s128 2x512b128s32 gru2x512 gru2x1024 --device cuda --rounds 5
 section "the same with weight drop 0.2 (a dropped copy of W_hh per layer per step, outside cuDNN's flat buffer)"
-timed 90 "$py" bench/step_time.py 2x256 2x512 2x1024 2x2048 --device cuda --bf16 --weight-drop 0.2 --rounds 5
-section "fp32, and GRUs in bf16"
-timed 90 "$py" bench/step_time.py 2x512 2x1024 2x2048 gru2x512 gru2x1024 --device cuda --rounds 5
-timed 60 "$py" bench/step_time.py gru2x512 gru2x1024 --device cuda --bf16 --rounds 5
+timed 90 "$py" bench/step_time.py 2x256 2x512 2x1024 2x2048 --device cuda --weight-drop 0.2 --rounds 5
+section "bf16 against fp32: bare steps in one process (auto's GPU rule), then whole training loops taking turns"
+timed 90 "$py" bench/precision.py --device cuda
+timed 150 "$py" bench/loop_speed.py "$work/train.txt" --device cuda --shapes 2x384 2x768 2x1024 2x1024b128 2x2048 \
+    --steps 400 --precision fp32 bf16
 
 section "train for 2 minutes on the GPU with the defaults (the plan for the cuda class)"
 timed 200 "${charrnn[@]}" train "$work/train.txt" --minutes 2 --device cuda --out "$work/ts" --force

@@ -2,6 +2,7 @@
 
     python bench/precision.py                 # the grid below, about 6 minutes on a 2-core CPU
     python bench/precision.py --quick         # fewer repeats
+    python bench/precision.py --device cuda   # on a GPU, where `auto` takes bf16 for every shape
 
 For each cell, width and batch it times one training step (forward, backward) of charrnn's own model at
 sequence length 64, in fp32 and in bf16 autocast, alternating the two so that neither gets the machine's warm-up
@@ -23,7 +24,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from machine import cpu_name, gemm_gflops  # noqa: E402  (bench/machine.py)
+from machine import device_name, gemm_gflops, synchronize  # noqa: E402  (bench/machine.py)
 
 from charrnn.config import Cell, ModelConfig  # noqa: E402
 from charrnn.devices import autocast, bf16_runs, has_native_bf16, rule_prefers_bf16  # noqa: E402
@@ -36,21 +37,27 @@ GRID = {  # cell: (hidden sizes, batch sizes)
     Cell.LSTM: ((256, 512, 768, 1024, 1536), (16, 32, 64, 128)),
     Cell.GRU: ((256, 512, 1024), (16, 32, 128)),
 }
+GPU_GRID = {
+    Cell.LSTM: ((256, 512, 1024, 2048), (32, 128, 512)),
+    Cell.GRU: ((512, 1024), (32, 128)),
+}
 
 
-def speedup(cell: Cell, hidden: int, batch: int, repeats: int) -> float:
+def speedup(cell: Cell, hidden: int, batch: int, repeats: int, device: torch.device = torch.device("cpu")) -> float:
     torch.manual_seed(0)
     # embedded as train embeds it: an odd width would time oneDNN's slow bf16 path (bench/RESULTS.md, session 32)
     model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, hidden=hidden, embedding=default_embedding(VOCAB)))
-    ids = torch.randint(0, VOCAB, (batch, SEQ_LEN))
-    device = torch.device("cpu")
+    model = model.to(device)
+    ids = torch.randint(0, VOCAB, (batch, SEQ_LEN), device=device)
 
     def step(bf16: bool) -> float:
+        synchronize(device)
         start = time.perf_counter()
         with autocast(device, bf16):
             logits, _ = model(ids)
         logits.float().logsumexp(-1).mean().backward()
         model.zero_grad(set_to_none=True)
+        synchronize(device)
         return time.perf_counter() - start
 
     step(False), step(True)  # oneDNN builds its kernels for the shape; memory is touched
@@ -65,30 +72,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 timed repeats instead of 7")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 there as train runs it: TF32 in cuDNN)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 7
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"native bf16: {has_native_bf16(torch.device('cpu'))}")
-    print(f"GEMM 2048^3: fp32 {gemm_gflops(torch.float32):.0f} GFLOP/s, bf16 {gemm_gflops(torch.bfloat16):.0f} GFLOP/s")
-    if not has_native_bf16(torch.device("cpu")):
-        print("this CPU has no native bf16 (AVX512-BF16 or AMX): `--precision auto` trains in fp32 here and the "
-              "shape rule does not apply; run this on a CPU with native bf16")
+    device = torch.device(args.device)
+    gemm_n = 8192 if device.type == "cuda" else 2048
+    print(f"machine: {device_name(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"native bf16: {has_native_bf16(device)}")
+    print(f"GEMM {gemm_n}^3: fp32 {gemm_gflops(n=gemm_n, device=device):.0f} GFLOP/s, "
+          f"bf16 {gemm_gflops(torch.bfloat16, n=gemm_n, device=device):.0f} GFLOP/s")
+    if not has_native_bf16(device):
+        print(f"this {device.type} has no native bf16 (AVX512-BF16 or AMX on a CPU): `--precision auto` trains in fp32 "
+              "here and the shape rule does not apply; run this where bf16 is native")
         return
     print(f"training step (forward + backward), seq_len {SEQ_LEN}, vocabulary {VOCAB}: fp32 time / bf16 time; "
-          "* where the rule picks bf16")
+          "* where `auto` picks bf16")
     disagreements = 0
-    for cell, (hiddens, batches) in GRID.items():
+    for cell, (hiddens, batches) in (GPU_GRID if device.type == "cuda" else GRID).items():
         print(f"\n{cell.value:>6} " + "".join(f"{'batch ' + str(b):>12}" for b in batches))
         for hidden in hiddens:
             cells = []
             for batch in batches:
-                if not bf16_runs("cpu", cell):
+                if not bf16_runs(device.type, cell):
                     cells.append(f"{'cannot run':>11} ")
                     continue
-                ratio = speedup(cell, hidden, batch, repeats)
-                rule = rule_prefers_bf16(cell, hidden, batch)
+                ratio = speedup(cell, hidden, batch, repeats, device)
+                rule = rule_prefers_bf16(cell, hidden, batch) if device.type == "cpu" else True
                 disagreements += (ratio > 1.0) != rule
                 cells.append(f"{ratio:>10.2f}{'*' if rule else ' '} ")
             print(f"{hidden:>6} " + "".join(cells), flush=True)

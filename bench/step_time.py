@@ -11,8 +11,8 @@
 One training step (forward, backward, and charrnn train's fused AdamW update) of charrnn's own model (an LSTM
 unless the shape names its cell) on batch 32 x 64 characters (or the shape's own) with a 65-character alphabet
 (tinyshakespeare's; --vocab sets another) embedded in as many dimensions as train gives it (the alphabet's size rounded up
-to even, at most 128) or the shape's own, in fp32, or with --bf16 under bf16 autocast as charrnn train runs on a CPU with native bf16
-(and on a GPU with bf16). Each shape's FLOP/s counts 6 x parameters per character, as charrnn's plan does (charrnn/plan.py).
+to even, at most 128) or the shape's own, in fp32, or with --bf16 under bf16 autocast, as charrnn train runs where `auto` picks
+it (charrnn/devices.py). Each shape's FLOP/s counts 6 x parameters per character, as charrnn's plan does (charrnn/plan.py).
 The shapes take turns, so a passing load slows them alike; it prints each one's milliseconds per step, its steps
 per step of the first shape and its characters per second against the first's. Use it to compare shapes at equal
 time with fixed-step runs of bench/quality.py (whose results do not depend on the machine's speed).

@@ -6,10 +6,12 @@ multiplies bf16 natively, whether this torch build can run the cell in bf16 at a
 batch's shapes. It never times anything: a timed trial picks differently under load, and then the same seed
 gives a different run.
 
-The shape rule comes from measurements on an AMD EPYC (Zen 5, AVX512-BF16), bench/RESULTS.md sessions 3
+The CPU's shape rule comes from measurements on an AMD EPYC (Zen 5, AVX512-BF16), bench/RESULTS.md sessions 3
 and 4 (the table is also in the README): oneDNN's bf16 LSTM is slower than fp32 for wide layers at small
-batches and faster elsewhere, GRUs included. `bench/precision.py` prints the full table on a machine with
-native bf16; re-run it before changing the rule.
+batches and faster elsewhere, GRUs included. A GPU's is nearly the reverse (an NVIDIA H200, session 37): at
+charrnn's shapes a step waits on launch latency, not arithmetic, and autocast's casts add launches, so bf16 pays
+only for the widest layers or large batches. `bench/precision.py` (`--device cuda` on a GPU) prints the full
+table on a machine with native bf16; re-run it before changing a rule.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ import torch
 from charrnn.config import Cell, Device, ModelConfig, Precision, choice
 from charrnn.errors import CharRNNError
 
-# An LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
+# On a CPU, an LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
 WIDE_LSTM_HIDDEN = 1024
 WIDE_LSTM_BF16_BATCH = 128
+# On a GPU, bf16 trains faster only from GPU_BF16_HIDDEN units, or from WIDE_LSTM_HIDDEN at WIDE_LSTM_BF16_BATCH
+# rows: whole training loops on an H200 (bench/RESULTS.md, session 37) ran 2x384 and 2x768 at batch 32 1.2 to 1.6
+# times as fast in fp32 (TF32 in cuDNN), 2x1024 at 32 as fast or faster, 2x1024 at 128 1.06-1.09 times as fast in
+# bf16 and 2x2048 at 32 1.55-1.75 times; GRUs alike (bare steps).
+GPU_BF16_HIDDEN = 2048
 
 
 def pick_device(name: Device | str) -> torch.device:
@@ -111,12 +118,17 @@ def rule_prefers_bf16(cell: Cell, hidden: int, batch_size: int) -> bool:
     return not (cell is Cell.LSTM and hidden >= WIDE_LSTM_HIDDEN and batch_size < WIDE_LSTM_BF16_BATCH)
 
 
+def gpu_rule_prefers_bf16(hidden: int, batch_size: int) -> bool:
+    """On a GPU with bf16: whether bf16 autocast trains this shape faster, any cell (see GPU_BF16_HIDDEN)."""
+    return hidden >= GPU_BF16_HIDDEN or (hidden >= WIDE_LSTM_HIDDEN and batch_size >= WIDE_LSTM_BF16_BATCH)
+
+
 def choose_bf16(precision: Precision, device: torch.device, *, cell: Cell, hidden: int,
                 batch_size: int) -> tuple[bool, str]:
     """(bf16 autocast or not, why) for a model of `cell` x `hidden` run at `batch_size` rows per step.
 
-    fp32 and bf16 are taken as asked (bf16 must run on this hardware); auto means bf16 on a GPU with bf16, and
-    on a CPU with native bf16 where the measured rule says it is faster for the shape; fp32 everywhere else.
+    fp32 and bf16 are taken as asked (bf16 must run on this hardware); auto means bf16 on a GPU with bf16 or a
+    CPU with native bf16 where that device's measured rule says it is faster for the shape; fp32 everywhere else.
     """
     if precision is Precision.FP32:
         return False, "fp32"
@@ -130,6 +142,9 @@ def choose_bf16(precision: Precision, device: torch.device, *, cell: Cell, hidde
     if device.type == "cpu" and not rule_prefers_bf16(cell, hidden, batch_size):
         return False, (f"fp32 (auto: a {cell.value} of {hidden} units at batch {batch_size} trains faster in fp32 "
                        "on a CPU)")
+    if device.type == "cuda" and not gpu_rule_prefers_bf16(hidden, batch_size):
+        return False, (f"fp32 (auto: a {cell.value} of {hidden} units at batch {batch_size} trains faster in fp32 "
+                       "on a GPU)")
     return True, "bf16 autocast (auto: native bf16)"
 
 

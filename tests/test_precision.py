@@ -43,6 +43,19 @@ def test_auto_on_a_native_bf16_cpu_follows_the_rule_where_bf16_runs(native_bf16,
         assert bf16 is expected and why.startswith("bf16" if expected else "fp32")
 
 
+@pytest.mark.parametrize("cell", list(Cell))
+def test_auto_on_a_gpu_takes_bf16_only_for_the_widest_layers_or_large_batches(monkeypatch, cell):
+    monkeypatch.setattr(devices, "has_native_bf16", lambda device: True)
+    monkeypatch.setattr(devices, "bf16_runs", lambda device_type, cell: True)  # as on a GPU; none is needed here
+    gpu = torch.device("cuda")  # a device name only: nothing runs on it
+    picks = {(hidden, batch): devices.choose_bf16(Precision.AUTO, gpu, cell=cell, hidden=hidden, batch_size=batch)
+             for hidden in (384, 1024, 2048) for batch in (32, 128)}
+    # whole training loops on an H200 (bench/RESULTS.md, session 37): fp32 1.2-1.6x as fast at 2x384-2x768, batch 32
+    assert {shape for shape, (bf16, _) in picks.items() if bf16} == {(1024, 128), (2048, 32), (2048, 128)}
+    assert picks[(384, 32)][1] == f"fp32 (auto: a {cell.value} of 384 units at batch 32 trains faster in fp32 on a GPU)"
+    assert devices.choose_bf16(Precision.BF16, gpu, cell=cell, hidden=384, batch_size=32)[0] is True  # as asked
+
+
 def test_auto_is_fp32_without_native_bf16(monkeypatch):
     monkeypatch.setattr(devices, "has_native_bf16", lambda device: False)
     for cell in Cell:

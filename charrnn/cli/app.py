@@ -117,9 +117,10 @@ def train(
         help="Validate and save a checkpoint every this many steps. Default: planned, about 10 times per run.",
         show_default=False)] = None,
     precision: Annotated[Precision, typer.Option(
-        help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 (recent GPUs, CPUs with AVX512-BF16 "
-             "or AMX; up to 1.8x faster, same bits/char), except for LSTMs of 1024+ units at batches under 128 on a "
-             "CPU, which train faster in fp32; else fp32. Decided from the hardware and shapes alone, never timed.")] = Precision.AUTO,
+        help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 and it is faster for the shape: on "
+             "a CPU with AVX512-BF16 or AMX (up to 1.8x faster, same bits/char) except LSTMs of 1024+ units at "
+             "batches under 128; on a GPU only from 2048 units, or 1024 at batch 128+; else fp32. Decided from the "
+             "hardware and shapes alone, never timed.")] = Precision.AUTO,
     sample_every: Annotated[Optional[int], typer.Option(
         help="Show a short sample on stderr at the first validation point every this many steps (and keep it for "
              "`charrnn info`). Default: off.", show_default=False)] = None,
