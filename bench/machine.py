@@ -41,6 +41,13 @@ def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int 
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+def gemm_summary(device: torch.device) -> str:
+    """Both GEMM figures for a benchmark's header: 2048^3 on a CPU, 8192^3 on a GPU (a smaller one is over too soon)."""
+    n = 8192 if device.type == "cuda" else 2048
+    return (f"GEMM {n}^3: fp32 {gemm_gflops(n=n, device=device):.0f} GFLOP/s, "
+            f"bf16 {gemm_gflops(torch.bfloat16, n=n, device=device):.0f} GFLOP/s")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so a wall-clock timer measures it (a no-op on the CPU)."""
     if device.type == "cuda":

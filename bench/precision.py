@@ -2,7 +2,7 @@
 
     python bench/precision.py                 # the grid below, about 6 minutes on a 2-core CPU
     python bench/precision.py --quick         # fewer repeats
-    python bench/precision.py --device cuda   # on a GPU, where `auto` takes bf16 for every shape
+    python bench/precision.py --device cuda   # on a GPU, which has its own rule
 
 For each cell, width and batch it times one training step (forward, backward) of charrnn's own model at
 sequence length 64, in fp32 and in bf16 autocast, alternating the two so that neither gets the machine's warm-up
@@ -24,10 +24,10 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from machine import device_name, gemm_gflops, synchronize  # noqa: E402  (bench/machine.py)
+from machine import device_name, gemm_summary, synchronize  # noqa: E402  (bench/machine.py)
 
-from charrnn.config import Cell, ModelConfig  # noqa: E402
-from charrnn.devices import autocast, bf16_runs, has_native_bf16, rule_prefers_bf16  # noqa: E402
+from charrnn.config import Cell, ModelConfig, Precision  # noqa: E402
+from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.training import default_embedding  # noqa: E402
 
@@ -78,11 +78,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 7
     device = torch.device(args.device)
-    gemm_n = 8192 if device.type == "cuda" else 2048
     print(f"machine: {device_name(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"native bf16: {has_native_bf16(device)}")
-    print(f"GEMM {gemm_n}^3: fp32 {gemm_gflops(n=gemm_n, device=device):.0f} GFLOP/s, "
-          f"bf16 {gemm_gflops(torch.bfloat16, n=gemm_n, device=device):.0f} GFLOP/s")
+    print(gemm_summary(device))
     if not has_native_bf16(device):
         print(f"this {device.type} has no native bf16 (AVX512-BF16 or AMX on a CPU): `--precision auto` trains in fp32 "
               "here and the shape rule does not apply; run this where bf16 is native")
@@ -99,7 +97,7 @@ def main() -> None:
                     cells.append(f"{'cannot run':>11} ")
                     continue
                 ratio = speedup(cell, hidden, batch, repeats, device)
-                rule = rule_prefers_bf16(cell, hidden, batch) if device.type == "cpu" else True
+                rule = choose_bf16(Precision.AUTO, device, cell=cell, hidden=hidden, batch_size=batch)[0]
                 disagreements += (ratio > 1.0) != rule
                 cells.append(f"{ratio:>10.2f}{'*' if rule else ' '} ")
             print(f"{hidden:>6} " + "".join(cells), flush=True)

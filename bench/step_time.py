@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from machine import device_name, gemm_gflops, synchronize  # noqa: E402  (bench/machine.py)
+from machine import device_name, gemm_summary, synchronize  # noqa: E402  (bench/machine.py)
 
 from charrnn.config import Cell, TrainConfig  # noqa: E402
 from charrnn.devices import autocast  # noqa: E402
@@ -104,11 +104,8 @@ def main() -> None:
             synchronize(device)
             kept.append((time.perf_counter() - start) / args.steps)
     per_step = [statistics.median(kept[1:]) for kept in times]
-    gemm_n = 8192 if device.type == "cuda" else 2048
     print(f"# {device_name(device)}, {torch.get_num_threads()} threads, {'bf16' if args.bf16 else 'fp32'} steps"
-          f"{f', weight drop {args.weight_drop:g}' if args.weight_drop else ''}, GEMM {gemm_n}^3: "
-          f"fp32 {gemm_gflops(n=gemm_n, device=device):.0f} GFLOP/s, "
-          f"bf16 {gemm_gflops(torch.bfloat16, n=gemm_n, device=device):.0f} GFLOP/s")
+          f"{f', weight drop {args.weight_drop:g}' if args.weight_drop else ''}, {gemm_summary(device)}")
     first = args.shapes[0]
     for s, model, seconds in zip(args.shapes, models, per_step):
         steps = per_step[0] / seconds

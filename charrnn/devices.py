@@ -139,12 +139,10 @@ def choose_bf16(precision: Precision, device: torch.device, *, cell: Cell, hidde
         return True, "bf16 autocast"
     if not has_native_bf16(device) or not bf16_runs(device.type, cell):
         return False, "fp32 (auto: no native bf16 here)"
-    if device.type == "cpu" and not rule_prefers_bf16(cell, hidden, batch_size):
+    on_cpu = device.type == "cpu"  # else a GPU: no other device has native bf16 here
+    if not (rule_prefers_bf16(cell, hidden, batch_size) if on_cpu else gpu_rule_prefers_bf16(hidden, batch_size)):
         return False, (f"fp32 (auto: a {cell.value} of {hidden} units at batch {batch_size} trains faster in fp32 "
-                       "on a CPU)")
-    if device.type == "cuda" and not gpu_rule_prefers_bf16(hidden, batch_size):
-        return False, (f"fp32 (auto: a {cell.value} of {hidden} units at batch {batch_size} trains faster in fp32 "
-                       "on a GPU)")
+                       f"on {'a CPU' if on_cpu else 'a GPU'})")
     return True, "bf16 autocast (auto: native bf16)"
 
 
