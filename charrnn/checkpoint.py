@@ -15,7 +15,7 @@ import torch
 from charrnn import files
 from charrnn.config import ModelConfig, bits
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, with_even_embedding
 from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -89,10 +89,12 @@ def load(path: Path) -> dict:
 
 def restore_model(state: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab]:
     """A loaded checkpoint's model on `device` in eval mode, and its vocabulary: the one way back from plain data."""
-    model = CharRNN(ModelConfig.from_dict(state["model_config"]))
+    config = ModelConfig.from_dict(state["model_config"])
     try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as e:
+        config, weights = with_even_embedding(config, state["model"])
+        model = CharRNN(config)
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, IndexError) as e:
         raise CharRNNError(f"checkpoint weights do not fit its model configuration ({str(e).splitlines()[0][:100]}); "
                            "the file is damaged, use another checkpoint") from None
     return model.to(device).eval(), Vocab.from_list(state["vocab"])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +112,28 @@ def _dropout(p: float, variational: bool) -> nn.Module:
 def _to_module_state(layer_state: LayerState):
     """Our per-layer tuple as torch's layers take it: (h, c) for an LSTM, h alone otherwise."""
     return layer_state if len(layer_state) == 2 else layer_state[0]
+
+
+def with_even_embedding(config: ModelConfig, weights: Mapping[str, Tensor]) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """A model of odd embedding width as the same function one column wider: a zero column in the embedding and in
+    each layer's input weights where the embedding ends. Checkpoints from before session 32 embed in the alphabet's
+    size, often odd, which oneDNN's bf16 kernels on a CPU with AMX run 1.7-1.8 times slower a step (bench/RESULTS.md,
+    session 32). Training keeps both columns at zero: each one's gradient is a product with the other."""
+    if config.embedding % 2 == 0:
+        return config, dict(weights)
+    return (replace(config, embedding=config.embedding + 1),
+            {name: pad_embedding_column(name, tensor, config) for name, tensor in weights.items()})
+
+
+def pad_embedding_column(name: str, tensor: Tensor, config: ModelConfig) -> Tensor:
+    """`tensor` (the weight `name` of a model with `config`, or an optimiser moment of it) with a zero column where the
+    embedding ends, if that weight reads the embedding; any other passes unchanged."""
+    reads_embedding = name == "embed.weight" or (
+        name.startswith("layers.") and name.endswith(".weight_ih_l0") and (config.skip or name == "layers.0.weight_ih_l0"))
+    if not reads_embedding:
+        return tensor
+    at = config.embedding  # a layer reads [embedding, layer below] (CharRNN.forward): the embedding comes first
+    return torch.cat([tensor[:, :at], tensor.new_zeros(tensor.shape[0], 1), tensor[:, at:]], dim=1)
 
 
 def detach_state(state: State) -> State:

@@ -23,7 +23,7 @@ from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, sugg
 from charrnn.devices import autocast, bf16_runs, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
-from charrnn.model import CharRNN, State, detach_state
+from charrnn.model import CharRNN, State, detach_state, pad_embedding_column, with_even_embedding
 
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
 
@@ -214,6 +214,18 @@ def _two_groups(saved: dict, model: torch.nn.Module) -> dict:
             "param_groups": groups}
 
 
+def _pad_moments(optimizer: torch.optim.Optimizer, model: CharRNN, saved: ModelConfig) -> None:
+    """Adam's moments of a checkpoint whose odd embedding was padded (model.with_even_embedding), padded alike; the
+    zero column's moments are zero, as if the column had always been there."""
+    if saved.embedding == model.config.embedding:
+        return
+    for name, parameter in model.named_parameters():
+        moments = optimizer.state.get(parameter, {})
+        for key, value in moments.items():
+            if torch.is_tensor(value) and value.dim() == parameter.dim() and value.shape != parameter.shape:  # not 'step'
+                moments[key] = pad_embedding_column(name, value, saved)
+
+
 def _choose_bf16(precision: Precision, model_config: ModelConfig, batch_size: int, device: torch.device,
                  resumed_bf16: bool | None) -> tuple[bool, str]:
     """bf16 autocast or not, and why, by charrnn.devices' rule: a pure function of the hardware and the
@@ -287,6 +299,8 @@ def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConf
         if name in job.explicit:
             wanted = getattr(job.model, name)
             have = getattr(model_config, name)
+            if name == "embedding" and wanted % 2 and have == wanted + 1:
+                continue  # the odd width asked for, padded with a zero column at an earlier resume
             if wanted != have:
                 if isinstance(wanted, bool):  # --skip / --no-skip
                     given, saved = (f"--{'' if v else 'no-'}{name}" for v in (wanted, have))
@@ -355,7 +369,8 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
         if corpus.fingerprint != resumed["corpus"]["fingerprint"] and not job.force:
             raise CharRNNError(f"--resume: {job.corpus_path} is not the corpus this run trained on "
                                f"({resumed['corpus']['path']}); its text differs, pass --force to continue on it anyway")
-        model_config, config = _merge_on_resume(job, resumed)
+        saved_config, config = _merge_on_resume(job, resumed)
+        model_config, resumed_weights = with_even_embedding(saved_config, resumed["model"])
         plan_note = resumed.get("plan", "settings as the checkpoint recorded them")
     else:
         corpus = read_corpus(job.corpus_path, name=job.corpus_name, encoding=job.encoding)
@@ -378,9 +393,10 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
     optimizer = _adam(model, config.lr, device, config.weight_decay)
     state = RunState()
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
+        model.load_state_dict(resumed_weights)
         fused = optimizer.param_groups[0].get("fused")
         optimizer.load_state_dict(_two_groups(resumed["optimizer"], model))
+        _pad_moments(optimizer, model, saved_config)
         for group in optimizer.param_groups:
             group["decoupled_weight_decay"] = True  # a state saved by plain Adam says False
             group["fused"] = fused  # the saved flag names the device it was saved on, not this one

@@ -27,6 +27,20 @@ def test_round_trip_gives_identical_logits(tmp_path):
     assert torch.equal(model(ids)[0], loaded(ids)[0])
 
 
+@pytest.mark.parametrize("skip", [True, False])
+def test_an_odd_embedding_loads_padded_to_even_and_computes_the_same(tmp_path, skip):
+    # checkpoints from before session 32 embed in the alphabet's size, often odd: oneDNN's bf16 slow path on AMX
+    torch.manual_seed(0)
+    model = CharRNN(tiny_config(embedding=7, layers=3, skip=skip)).eval()
+    checkpoint.save(tmp_path / "m.pt", {"model_config": model.config.to_dict(), "vocab": [chr(97 + i) for i in range(29)],
+                                        "model": model.state_dict()})
+    loaded, _ = checkpoint.restore_model(checkpoint.load(tmp_path / "m.pt"))
+    assert loaded.config.embedding == 8 and loaded.embed.weight.shape == (29, 8)
+    assert [layer.input_size for layer in loaded.layers] == ([8, 24, 24] if skip else [8, 16, 16])
+    ids = torch.randint(0, 29, (2, 9))
+    assert torch.allclose(model(ids)[0], loaded(ids)[0], atol=1e-6)
+
+
 def test_checkpoint_loads_with_weights_only(tmp_path):
     saved_model(tmp_path / "m.pt")
     state = torch.load(tmp_path / "m.pt", weights_only=True)

@@ -259,6 +259,26 @@ def test_a_run_saved_with_a_one_group_optimizer_resumes_exactly(tiny_corpus, tmp
     assert_same_weights(weights(tmp_path / "once"), weights(tmp_path / "twice"))
 
 
+def test_a_run_with_an_odd_embedding_resumes_padded_to_even_and_continues_as_it_would_have(tiny_corpus, tmp_path):
+    """Checkpoints from before session 32 embed in the alphabet's size, often odd (bf16's slow path on AMX): a resumed
+    run pads the embedding and Adam's moments with a zero column that training keeps at zero."""
+    odd, config = ModelOptions(hidden=16, embedding=7, dropout=0.0), {"schedule": Schedule.CONSTANT}
+    run(replace(tiny_job(tiny_corpus, tmp_path / "whole", steps=20, **config), model=odd))
+    split = replace(tiny_job(tiny_corpus, tmp_path / "split", steps=8, **config), model=odd)
+    run(split)
+    for steps in (14, 20):  # the second resume is of an even checkpoint, with the odd --embedding the run was given
+        run(replace(split, train=replace(split.train, steps=steps), resume=True, explicit=frozenset({"steps", "embedding"})))
+    state = checkpoint.load(tmp_path / "split" / "latest.pt")
+    assert state["model_config"]["embedding"] == 8
+    reading = ("embed.weight", "layers.0.weight_ih_l0", "layers.1.weight_ih_l0")
+    whole = weights(tmp_path / "whole")
+    for name, tensor in state["model"].items():
+        if name in reading:
+            assert not tensor[:, 7].any(), name
+            tensor = torch.cat([tensor[:, :7], tensor[:, 8:]], 1)
+        assert torch.allclose(tensor, whole[name], atol=1e-5), name
+
+
 def test_the_default_embedding_is_one_hot_sized_rounded_up_to_even_at_most_128_and_an_explicit_size_wins():
     # a large alphabet (Python's sources: about 220 characters) embeds in 128 dimensions, since the width feeds every
     # layer; an odd width would send bf16 steps down oneDNN's slow path
