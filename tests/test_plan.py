@@ -229,6 +229,17 @@ def test_bf16_cpus_without_amx_plan_python_for_15_minutes_one_width_narrower():
     assert widths == {"cpu-bf16": 384, "cpu-amx": 512}
 
 
+def test_an_hour_on_a_bf16_cpu_without_amx_plans_2x512_for_large_corpora_and_with_amx_2x768():
+    # On the Zen 4 for 60 minutes, 2x512 beat the 2x768 that 2 characters per parameter allowed, at equal time:
+    # `cpp` 1.410 against 1.426, `python` 1.3743 against 1.3995 and 1.4003 (bench/QUALITY.md, session 38); the
+    # Xeon with AMX reads more in the hour, and there 2x768 beat 2x512 on `cpp` (1.425 against 1.446, session 21)
+    for vocab, embedding, chars in ((113, 114, 13_630_000), (222, 128, 10_380_000)):
+        shape = {**SHAPE, "vocab_size": vocab, "embedding": embedding}
+        widths = {name: plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=60),
+                                  flops=plan.nominal_flops(name, threads=2), **shape).hidden for name in ("cpu-bf16", "cpu-amx")}
+        assert widths == {"cpu-bf16": 512, "cpu-amx": 768}
+
+
 def test_steps_and_epochs_budgets_count_characters_exactly():
     by_steps = plan.plan(corpus_chars=100_000, budget=plan.Budget(steps=500), flops=CPU, hidden=256, **SHAPE)
     assert by_steps.chars == 500 * 32 * 64 and by_steps.hidden == 256
