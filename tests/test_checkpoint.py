@@ -12,9 +12,9 @@ from charrnn.model import CharRNN
 from .conftest import tiny_config
 
 
-def saved_model(path):
+def saved_model(path, **config):
     torch.manual_seed(0)
-    model = CharRNN(tiny_config())
+    model = CharRNN(tiny_config(**config))
     checkpoint.save(path, {"model_config": model.config.to_dict(), "vocab": [chr(97 + i) for i in range(29)],
                            "model": model.state_dict()})
     return model
@@ -30,10 +30,7 @@ def test_round_trip_gives_identical_logits(tmp_path):
 @pytest.mark.parametrize("skip", [True, False])
 def test_an_odd_embedding_loads_padded_to_even_and_computes_the_same(tmp_path, skip):
     # checkpoints from before session 32 embed in the alphabet's size, often odd: oneDNN's bf16 slow path on AMX
-    torch.manual_seed(0)
-    model = CharRNN(tiny_config(embedding=7, layers=3, skip=skip)).eval()
-    checkpoint.save(tmp_path / "m.pt", {"model_config": model.config.to_dict(), "vocab": [chr(97 + i) for i in range(29)],
-                                        "model": model.state_dict()})
+    model = saved_model(tmp_path / "m.pt", embedding=7, layers=3, skip=skip).eval()
     loaded, _ = checkpoint.restore_model(checkpoint.load(tmp_path / "m.pt"))
     assert loaded.config.embedding == 8 and loaded.embed.weight.shape == (29, 8)
     assert [layer.input_size for layer in loaded.layers] == ([8, 24, 24] if skip else [8, 16, 16])
