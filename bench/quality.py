@@ -3,6 +3,8 @@
     python bench/quality.py ../shared/corpora/tinyshakespeare.txt --minutes 5
     python bench/quality.py ../shared/corpora/tinyshakespeare.txt --minutes 5 -- --dropout 0.2 --hidden 512
     python bench/quality.py cpp --minutes 5            # a built-in corpus, assembled as `charrnn corpus build` does
+    python bench/quality.py python --steps 33750 --planned-as cpu-bf16 --minutes 60 -- --device cuda
+                                                       # what that class plans for an hour, run for fixed steps
 
 A file (or a built-in corpus's text) is cut at 90%: `charrnn train` gets the first 90% (its own validation, for
 best.pt, is 5% of that), and `charrnn eval` scores the last 10%, which training never read. Arguments after
@@ -32,8 +34,8 @@ from charrnn import corpora  # noqa: E402
 from charrnn.config import bits  # noqa: E402
 
 
-def charrnn(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, check=True)
+def charrnn(*args: str, command: tuple[str, ...] = ("-m", "charrnn")) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command, *args], capture_output=True, text=True, check=True)
 
 
 def split_held_out(text: str, work: Path) -> tuple[Path, Path]:
@@ -62,7 +64,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="a fixed number of steps instead of --minutes: the result no longer depends on the machine's speed or load")
     parser.add_argument("--work", type=Path, default=None, help="where the split and the run go (default: a temp dir)")
+    parser.add_argument("--planned-as", metavar="CLASS", default=None,
+                        help="with --steps: train with what device class CLASS plans for --minutes (bench/planned_as.py)")
     args, train_options = parser.parse_known_args()
+    if args.planned_as and not args.steps:
+        parser.error("--planned-as runs a fixed number of steps: give --steps (and --minutes, the budget it plans for)")
     train_options = [o for o in train_options if o != "--"]
     work = args.work or Path(tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
@@ -71,7 +77,9 @@ def main() -> None:
     train_text, held_out = split_held_out(source.read_text(encoding="utf-8"), work)
     run = work / "run"
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
-    trained = charrnn("train", str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options)
+    trainer = ((str(Path(__file__).with_name("planned_as.py")), args.planned_as, str(args.minutes), "--")
+               if args.planned_as else ("-m", "charrnn", "train"))
+    trained = charrnn(str(train_text), *budget, "--out", str(run), "--force", "--quiet", *train_options, command=trainer)
     # Scored at train's --threads: two runs side by side at one thread each would otherwise score with two
     # threads each on two cores, which made the scoring several times slower.
     threads = threads_option(train_options)
@@ -80,6 +88,7 @@ def main() -> None:
     state = torch.load(run / "latest.pt", weights_only=True)
     model = state["model_config"]
     result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
+              **({"planned_as": f"{args.planned_as}, {args.minutes:g} minutes"} if args.planned_as else {}),
               "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",
               "model": f"{model['layers']}x{model['hidden']} {model['cell']}, dropout {model['dropout']:g}, "
                        f"weight drop {model.get('weight_drop', 0):g}",

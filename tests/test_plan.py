@@ -1,5 +1,8 @@
 """charrnn.plan: the settings a run gets for what the user left out, from corpus size, budget and device type."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -287,3 +290,27 @@ def test_a_clock_budget_on_a_small_text_ends_after_the_planned_passes(tiny_corpu
     assert saved["elapsed_seconds"] < 60 and saved["step"] * 16 >= plan.MAX_EPOCHS * (len(tiny_corpus.read_text()) * 0.9)
     assert f"--epochs {plan.MAX_EPOCHS:g}" in lines[0]
     assert result.steps == saved["step"]
+
+
+def test_bench_planned_as_runs_another_classes_clock_plan_for_a_step_budget(tiny_corpus, tmp_path, monkeypatch):
+    # bench/planned_as.py runs in fixed steps, anywhere, what a class plans for a clock budget (a CPU's fast hour
+    # on a GPU: bench/RESULTS.md, session 39), so its plan must be exactly that class's
+    spec = importlib.util.spec_from_file_location("planned_as", Path(__file__).parents[1] / "bench" / "planned_as.py")
+    planned_as = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(planned_as)
+    for name in ("device_class", "nominal_flops", "plan"):
+        monkeypatch.setattr(plan, name, getattr(plan, name))  # put back after the test
+    text_chars = len(tiny_corpus.read_text())
+    shape = {"corpus_chars": text_chars - int(text_chars * 0.05), "vocab_size": 29, "layers": 2, "embedding": 30,
+             "skip": True, "cell": Cell.LSTM, "batch_chars": 16, "seq_len": 8}
+    by_clock = plan.plan(budget=plan.Budget(minutes=60), flops=plan.nominal_flops("cpu-bf16", threads=2), **shape)
+    by_steps = plan.plan(budget=plan.Budget(steps=4), flops=CPU, **shape)
+    assert by_clock.describe(plan.PLANNED) != by_steps.describe(plan.PLANNED)
+
+    planned_as.plan_as("cpu-bf16", 60)
+    charrnn.train(tiny_corpus, steps=4, seq_len=8, batch_size=2, threads=1, out=tmp_path / "run")
+    saved = torch.load(tmp_path / "run" / "latest.pt", weights_only=True)
+    assert saved["plan"] == by_clock.describe(plan.PLANNED)
+    assert saved["step"] == 4 and saved["train_config"]["minutes"] is None
+    assert saved["model_config"]["weight_drop"] == by_clock.weight_drop == plan.WEIGHT_DROP  # 10 passes of a small text
+    assert saved["train_config"]["epochs"] == plan.MAX_EPOCHS
