@@ -44,7 +44,7 @@ def plan_as(device_class: str, minutes: float, threads: int = plan.MEASURED_THRE
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("device_class", choices=["cpu", "cpu-bf16", "cpu-amx", "mps", "cuda"])
+    parser.add_argument("device_class", choices=sorted({*plan.CPU_FLOPS_PER_THREAD, *plan.NOMINAL_FLOPS}))
     parser.add_argument("minutes", type=float)
     parser.add_argument("--plan-threads", type=int, default=plan.MEASURED_THREADS, help="the CPU threads planned for")
     args, train_args = parser.parse_known_args()
