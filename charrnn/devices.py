@@ -8,9 +8,11 @@ gives a different run.
 
 The CPU's shape rule comes from measurements on an AMD EPYC (Zen 5, AVX512-BF16), bench/RESULTS.md sessions 3
 and 4 (the table is also in the README): oneDNN's bf16 LSTM is slower than fp32 for wide layers at small
-batches and faster elsewhere, GRUs included. A GPU's is nearly the reverse (an NVIDIA H200, session 37): at
-charrnn's shapes a step waits on launch latency, not arithmetic, and autocast's casts add launches, so bf16 pays
-only for the widest layers or large batches. `bench/precision.py` (`--device cuda` on a GPU) prints the full
+batches and faster elsewhere, GRUs included. A CPU with AMX tiles (an Intel Xeon, session 42) trains wide
+LSTMs at batches 16 to 64 1.2 to 3 times as fast in bf16 (one timing in three of 2x1536 at batch 16: 0.94), so
+there bf16 always. A GPU's rule is nearly the reverse (an NVIDIA H200, session 37): at charrnn's shapes a step
+waits on launch latency, not arithmetic, and autocast's casts add launches, so bf16 pays only for the widest
+layers or large batches. `bench/precision.py` (`--device cuda` on a GPU) prints the full
 table on a machine with native bf16; re-run it before changing a rule.
 """
 
@@ -25,7 +27,8 @@ import torch
 from charrnn.config import Cell, Device, ModelConfig, Precision, choice
 from charrnn.errors import CharRNNError
 
-# On a CPU, an LSTM at least this wide trains faster in fp32 unless each rank's batch reaches WIDE_LSTM_BF16_BATCH.
+# On a CPU without AMX, an LSTM at least this wide trains faster in fp32 unless each rank's batch reaches
+# WIDE_LSTM_BF16_BATCH.
 WIDE_LSTM_HIDDEN = 1024
 WIDE_LSTM_BF16_BATCH = 128
 # On a GPU, bf16 trains faster only from GPU_BF16_HIDDEN units, or from WIDE_LSTM_HIDDEN at WIDE_LSTM_BF16_BATCH
@@ -113,9 +116,11 @@ def bf16_runs(device_type: str, cell: Cell) -> bool:
             return False
 
 
-def rule_prefers_bf16(cell: Cell, hidden: int, batch_size: int) -> bool:
-    """On a CPU with native bf16: whether bf16 autocast trains this shape faster (see the module docstring)."""
-    return not (cell is Cell.LSTM and hidden >= WIDE_LSTM_HIDDEN and batch_size < WIDE_LSTM_BF16_BATCH)
+def rule_prefers_bf16(cell: Cell, hidden: int, batch_size: int, *, amx: bool = False) -> bool:
+    """On a CPU with native bf16: whether bf16 autocast trains this shape faster (see the module docstring). With
+    AMX tiles (`amx`) every shape measured did: 2x1024 LSTMs at batch 32 1.7-2.5 times as fast (bench/RESULTS.md,
+    session 42); AVX512-BF16 alone is slower there on one AMD EPYC and faster on another (sessions 3 and 34)."""
+    return amx or not (cell is Cell.LSTM and hidden >= WIDE_LSTM_HIDDEN and batch_size < WIDE_LSTM_BF16_BATCH)
 
 
 def gpu_rule_prefers_bf16(hidden: int, batch_size: int) -> bool:
@@ -140,9 +145,10 @@ def choose_bf16(precision: Precision, device: torch.device, *, cell: Cell, hidde
     if not has_native_bf16(device) or not bf16_runs(device.type, cell):
         return False, "fp32 (auto: no native bf16 here)"
     on_cpu = device.type == "cpu"  # else a GPU: no other device has native bf16 here
-    if not (rule_prefers_bf16(cell, hidden, batch_size) if on_cpu else gpu_rule_prefers_bf16(hidden, batch_size)):
+    if not (rule_prefers_bf16(cell, hidden, batch_size, amx=has_amx()) if on_cpu
+            else gpu_rule_prefers_bf16(hidden, batch_size)):
         return False, (f"fp32 (auto: a {cell.value} of {hidden} units at batch {batch_size} trains faster in fp32 "
-                       f"on {'a CPU' if on_cpu else 'a GPU'})")
+                       f"on {'a CPU without AMX' if on_cpu else 'a GPU'})")
     return True, "bf16 autocast (auto: native bf16)"
 
 
