@@ -12,8 +12,8 @@ batches and faster elsewhere, GRUs included. A CPU with AMX tiles (an Intel Xeon
 LSTMs at batches 16 to 64 1.2 to 3 times as fast in bf16 (one timing in three of 2x1536 at batch 16: 0.94), so
 there bf16 always. A GPU's rule is nearly the reverse (an NVIDIA H200, session 37): at charrnn's shapes a step
 waits on launch latency, not arithmetic, and autocast's casts add launches, so bf16 pays only for the widest
-layers or large batches. `bench/precision.py` (`--device cuda` on a GPU) prints the full
-table on a machine with native bf16; re-run it before changing a rule.
+layers or large batches. `bench/precision.py` (`--device cuda` on a GPU) prints the full table on a machine with
+native bf16; re-run it before changing a rule.
 """
 
 from __future__ import annotations
