@@ -118,8 +118,9 @@ def bf16_runs(device_type: str, cell: Cell) -> bool:
 
 def rule_prefers_bf16(cell: Cell, hidden: int, batch_size: int, *, amx: bool = False) -> bool:
     """On a CPU with native bf16: whether bf16 autocast trains this shape faster (see the module docstring). With
-    AMX tiles (`amx`) every shape measured did: 2x1024 LSTMs at batch 32 1.7-2.5 times as fast (bench/RESULTS.md,
-    session 42); AVX512-BF16 alone is slower there on one AMD EPYC and faster on another (sessions 3 and 34)."""
+    AMX tiles (`amx`) all but two of 29 cells did, 2x1024 LSTMs at batch 32 1.7-2.5 times as fast, and the two
+    misses were 0.92-0.94 (bench/RESULTS.md, session 42); AVX512-BF16 alone is slower at 2x1024, batch 32, on one
+    AMD EPYC and faster on another (sessions 3 and 34)."""
     return amx or not (cell is Cell.LSTM and hidden >= WIDE_LSTM_HIDDEN and batch_size < WIDE_LSTM_BF16_BATCH)
 
 

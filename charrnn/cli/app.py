@@ -118,7 +118,7 @@ def train(
         show_default=False)] = None,
     precision: Annotated[Precision, typer.Option(
         help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 and it is faster for the shape: on "
-             "a CPU with AVX512-BF16 or AMX (1.2-3x faster as measured, same bits/char; without AMX, LSTMs of 1024+ units "
+             "a CPU with AVX512-BF16 or AMX (up to 3x faster as measured, same bits/char; without AMX, LSTMs of 1024+ units "
              "at batches under 128 stay fp32); on a GPU only from 2048 units, or 1024 at batch 128+; else fp32. Decided from the "
              "hardware and shapes alone, never timed.")] = Precision.AUTO,
     sample_every: Annotated[Optional[int], typer.Option(
