@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import device_name, gemm_summary, synchronize  # noqa: E402  (bench/machine.py)
 
 from charrnn.config import Cell, ModelConfig, Precision  # noqa: E402
-from charrnn.devices import autocast, bf16_runs, choose_bf16, has_native_bf16  # noqa: E402
+from charrnn.devices import autocast, bf16_fault, bf16_runs, choose_bf16, has_native_bf16  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.training import default_embedding  # noqa: E402
 
@@ -43,11 +43,14 @@ GPU_GRID = {
 }
 
 
+def grid_model(cell: Cell, hidden: int) -> ModelConfig:
+    # embedded as train embeds it: an odd width would time oneDNN's slow bf16 path (bench/RESULTS.md, session 32)
+    return ModelConfig(vocab_size=VOCAB, cell=cell, hidden=hidden, embedding=default_embedding(VOCAB))
+
+
 def speedup(cell: Cell, hidden: int, batch: int, repeats: int, device: torch.device = torch.device("cpu")) -> float:
     torch.manual_seed(0)
-    # embedded as train embeds it: an odd width would time oneDNN's slow bf16 path (bench/RESULTS.md, session 32)
-    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, hidden=hidden, embedding=default_embedding(VOCAB)))
-    model = model.to(device)
+    model = CharRNN(grid_model(cell, hidden)).to(device)
     ids = torch.randint(0, VOCAB, (batch, SEQ_LEN), device=device)
 
     def step(bf16: bool) -> float:
@@ -86,7 +89,7 @@ def main() -> None:
               "here and the shape rule does not apply; run this where bf16 is native")
         return
     print(f"training step (forward + backward), seq_len {SEQ_LEN}, vocabulary {VOCAB}: fp32 time / bf16 time; "
-          "* where `auto` picks bf16")
+          "* where `auto` picks bf16, ! where bf16's gradients are wrong here (auto: fp32)")
     disagreements = 0
     for cell, (hiddens, batches) in (GPU_GRID if device.type == "cuda" else GRID).items():
         print(f"\n{cell.value:>6} " + "".join(f"{'batch ' + str(b):>12}" for b in batches))
@@ -97,7 +100,10 @@ def main() -> None:
                     cells.append(f"{'cannot run':>11} ")
                     continue
                 ratio = speedup(cell, hidden, batch, repeats, device)
-                rule = choose_bf16(Precision.AUTO, device, cell=cell, hidden=hidden, batch_size=batch)[0]
+                if bf16_fault(device, grid_model(cell, hidden)):  # auto keeps fp32 here whatever the speed
+                    cells.append(f"{ratio:>10.2f}! ")
+                    continue
+                rule = choose_bf16(Precision.AUTO, device, grid_model(cell, hidden), batch_size=batch)[0]
                 disagreements += (ratio > 1.0) != rule
                 cells.append(f"{ratio:>10.2f}{'*' if rule else ' '} ")
             print(f"{hidden:>6} " + "".join(cells), flush=True)

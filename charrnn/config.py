@@ -161,6 +161,12 @@ class ModelConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
 
+    def layer_input_size(self, n: int) -> int:
+        """The width of recurrent layer n's input: the embedding, and with skips the layer below's output too."""
+        if n == 0:
+            return self.embedding
+        return self.embedding + self.hidden if self.skip else self.hidden
+
     def to_dict(self) -> dict:
         return _plain(self)
 

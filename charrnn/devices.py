@@ -12,7 +12,9 @@ batches and faster elsewhere, GRUs included. A CPU with AMX tiles (an Intel Xeon
 LSTMs at batches 16 to 64 1.2 to 3 times as fast in bf16 (one timing in three of 2x1536 at batch 16: 0.94), so
 there bf16 always. A GPU's rule is nearly the reverse (an NVIDIA H200, session 37): at charrnn's shapes a step
 waits on launch latency, not arithmetic, and autocast's casts add launches, so bf16 pays only for the widest
-layers or large batches. `bench/precision.py` (`--device cuda` on a GPU) prints the full table on a machine with
+layers or large batches. Whatever the rule says, bf16 is used only where a check of the shapes finds its
+gradients sound (`bf16_gradients_sound`: torch 2.13.0's LSTM on a CPU with AMX gets them wrong from 1,024
+units). `bench/precision.py` (`--device cuda` on a GPU) prints the full table on a machine with
 native bf16; re-run it before changing a rule.
 """
 
@@ -116,6 +118,32 @@ def bf16_runs(device_type: str, cell: Cell) -> bool:
             return False
 
 
+@functools.cache
+def bf16_gradients_sound(device_type: str, cell: Cell, input_size: int, hidden: int) -> bool:
+    """Whether a `cell` layer of this shape gets the same gradients in bf16 autocast as in fp32, to bf16's rounding.
+    torch 2.13.0's oneDNN LSTM on a CPU with AMX does not for 1,024 units or more fed an input no wider than the
+    layer: its input gradients are wholly wrong and its weight gradients 20-25% off, while its outputs are right
+    (bench/RESULTS.md, session 43; oneDNN capped below AMX gets them right). Such a run learns far slower, silently.
+    A forward and backward of 2 x 8 steps in each arithmetic, once per shape and process: a fact of the build and
+    the hardware, not a timing. Sound gradients differ by about 0.5%, broken ones by 20% or more."""
+    recurrent = {Cell.LSTM: torch.nn.LSTM, Cell.GRU: torch.nn.GRU, Cell.RNN: torch.nn.RNN}[cell]
+    device = torch.device(device_type)
+    with torch.random.fork_rng(devices=[]):  # the probe's draws (all on the CPU) must not shift the run's stream
+        torch.manual_seed(0)
+        layer = recurrent(input_size, hidden, batch_first=True)
+        x, upstream = torch.randn(2, 8, input_size), torch.randn(2, 8, hidden)
+    layer, x, upstream = layer.to(device), x.to(device), upstream.to(device)
+    gradients = []
+    for bf16 in (False, True):
+        layer.zero_grad()
+        inputs = x.clone().requires_grad_(True)
+        with autocast(device, bf16):
+            out, _ = layer(inputs)
+        (out.float() * upstream).sum().backward()
+        gradients.append((inputs.grad, layer.weight_ih_l0.grad, layer.weight_hh_l0.grad))
+    return all(float((b - a).norm() / a.norm()) < 0.05 for a, b in zip(*gradients))
+
+
 def rule_prefers_bf16(cell: Cell, hidden: int, batch_size: int, *, amx: bool = False) -> bool:
     """On a CPU with native bf16: whether bf16 autocast trains this shape faster (see the module docstring). With
     AMX tiles (`amx`) all but two of 29 cells did, 2x1024 LSTMs at batch 32 1.7-2.5 times as fast, and the two
@@ -129,22 +157,42 @@ def gpu_rule_prefers_bf16(hidden: int, batch_size: int) -> bool:
     return hidden >= GPU_BF16_HIDDEN or (hidden >= WIDE_LSTM_HIDDEN and batch_size >= WIDE_LSTM_BF16_BATCH)
 
 
-def choose_bf16(precision: Precision, device: torch.device, *, cell: Cell, hidden: int,
-                batch_size: int) -> tuple[bool, str]:
-    """(bf16 autocast or not, why) for a model of `cell` x `hidden` run at `batch_size` rows per step.
+def bf16_fault(device: torch.device, model: ModelConfig, *, backward: bool = True) -> str | None:
+    """Why bf16 autocast cannot run `model` on this device (trained, or with `backward` False only run forward),
+    or None where it can."""
+    cell, hidden = model.cell, model.hidden
+    if not bf16_runs(device.type, cell):
+        return (f"this {device.type} cannot run {cell.value.upper()} layers in bf16 (oneDNN's bf16 LSTM needs "
+                "AVX-512 on x86)")
+    widths = sorted({model.layer_input_size(n) for n in range(model.layers)}) if backward else []
+    unsound = next((width for width in widths if not bf16_gradients_sound(device.type, cell, width, hidden)), None)
+    if unsound is not None:
+        return (f"bf16 {cell.value.upper()} gradients are wrong on this {device.type} for a layer of {hidden} units fed "
+                f"{unsound} inputs, a fault of torch {torch.__version__}'s kernel here found by a check at the start")
+    return None
 
-    fp32 and bf16 are taken as asked (bf16 must run on this hardware); auto means bf16 on a GPU with bf16 or a
-    CPU with native bf16 where that device's measured rule says it is faster for the shape; fp32 everywhere else.
+
+def choose_bf16(precision: Precision, device: torch.device, model: ModelConfig, *, batch_size: int,
+                backward: bool = True) -> tuple[bool, str]:
+    """(bf16 autocast or not, why) for `model` run at `batch_size` rows per step: trained, or with `backward`
+    False only run forward.
+
+    fp32 and bf16 are taken as asked (bf16 must run, and train correctly, here: see `bf16_fault`); auto means
+    bf16 on a GPU with bf16 or a CPU with native bf16 where it runs correctly and that device's measured rule
+    says it is faster for the shape; fp32 everywhere else.
     """
     if precision is Precision.FP32:
         return False, "fp32"
-    if precision is Precision.BF16:
-        if not bf16_runs(device.type, cell):
-            raise CharRNNError(f"--precision bf16: this {device.type} cannot run {cell.value.upper()} layers in bf16 "
-                               "(oneDNN's bf16 LSTM needs AVX-512 on x86); use --precision fp32 or auto")
-        return True, "bf16 autocast"
-    if not has_native_bf16(device) or not bf16_runs(device.type, cell):
+    if precision is Precision.AUTO and not has_native_bf16(device):
         return False, "fp32 (auto: no native bf16 here)"
+    fault = bf16_fault(device, model, backward=backward)
+    if fault and precision is Precision.BF16:
+        raise CharRNNError(f"--precision bf16: {fault}; use --precision fp32 or auto")
+    if fault:
+        return False, f"fp32 (auto: {fault})"
+    if precision is Precision.BF16:
+        return True, "bf16 autocast"
+    cell, hidden = model.cell, model.hidden
     on_cpu = device.type == "cpu"  # else a GPU: no other device has native bf16 here
     if not (rule_prefers_bf16(cell, hidden, batch_size, amx=has_amx()) if on_cpu
             else gpu_rule_prefers_bf16(hidden, batch_size)):

@@ -293,8 +293,7 @@ def run(model: CharRNN, vocab: Vocab, source: TextSource, *, config: EvalConfig 
         precision: Precision = Precision.FP32, on_chars: Callable[[int], None] | None = None) -> EvalResult:
     """Score `source` with the model; fp32 unless asked (exact, comparable across machines)."""
     device = next(model.parameters()).device
-    bf16, _ = choose_bf16(precision, device, cell=model.config.cell, hidden=model.config.hidden,
-                          batch_size=config.streams)
+    bf16, _ = choose_bf16(precision, device, model.config, batch_size=config.streams, backward=config.dynamic)
     chunks = source.chunks(vocab, config.strict)
     kernels.keep_freed_memory(device)  # after a whole-corpus read, as in training; a FILE streams in 8 MB chunks
     result = evaluate_chunks(model, chunks, config=config, bf16=bf16, on_chars=on_chars, name=files.shown_name(source.path()))

@@ -36,17 +36,11 @@ class CharRNN(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.embedding)  # = one-hot input times a weight matrix
         recurrent = layer_type(c.cell.name)
         self.layers = nn.ModuleList(
-            recurrent(self.layer_input_size(n), c.hidden, batch_first=True) for n in range(c.layers)
+            recurrent(c.layer_input_size(n), c.hidden, batch_first=True) for n in range(c.layers)
         )
         self.dropout = _dropout(c.dropout, c.variational)
         self.embedding_dropout = _dropout(c.embedding_dropout, c.variational)
         self.head = layer_type("Linear")(c.hidden * (c.layers if c.skip else 1), c.vocab_size)
-
-    def layer_input_size(self, n: int) -> int:
-        c = self.config
-        if n == 0:
-            return c.embedding
-        return c.embedding + c.hidden if c.skip else c.hidden
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         device = device or self.head.weight.device

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
-from charrnn.devices import autocast, bf16_runs, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
+from charrnn.devices import autocast, bf16_fault, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
 from charrnn.model import CharRNN, State, detach_state, pad_embedding_column, with_even_embedding
@@ -232,9 +232,9 @@ def _choose_bf16(precision: Precision, model_config: ModelConfig, batch_size: in
     shapes, never of a timing. A resumed `auto` run keeps the arithmetic it ran in (where the hardware still
     runs it), so that it resumes exactly even if the rule changed since."""
     if precision is Precision.AUTO and resumed_bf16 is not None:
-        if not resumed_bf16 or bf16_runs(device.type, model_config.cell):
+        if not resumed_bf16 or bf16_fault(device, model_config) is None:
             return resumed_bf16, f"{'bf16 autocast' if resumed_bf16 else 'fp32'} (auto: as before resuming)"
-    return choose_bf16(precision, device, cell=model_config.cell, hidden=model_config.hidden, batch_size=batch_size)
+    return choose_bf16(precision, device, model_config, batch_size=batch_size)
 
 
 def lr_at(step: int, config: TrainConfig, fraction_done: float) -> float:

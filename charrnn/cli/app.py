@@ -120,7 +120,8 @@ def train(
         help="Arithmetic. auto: bf16 autocast where the hardware has native bf16 and it is faster for the shape: on "
              "a CPU with AVX512-BF16 or AMX (up to 3x faster as measured, same bits/char; without AMX, LSTMs of 1024+ units "
              "at batches under 128 stay fp32); on a GPU only from 2048 units, or 1024 at batch 128+; else fp32. Decided from the "
-             "hardware and shapes alone, never timed.")] = Precision.AUTO,
+             "hardware and shapes alone, never timed, and only where a check at the start finds bf16's gradients right "
+             "for the shapes (torch 2.13's LSTM on a CPU with AMX gets them wrong from 1024 units).")] = Precision.AUTO,
     sample_every: Annotated[Optional[int], typer.Option(
         help="Show a short sample on stderr at the first validation point every this many steps (and keep it for "
              "`charrnn info`). Default: off.", show_default=False)] = None,
