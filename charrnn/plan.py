@@ -103,6 +103,7 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from charrnn.config import Cell, TrainConfig
@@ -127,6 +128,7 @@ from charrnn.data import reads_in_segments
 # were measured: past 2 threads each further thread counts half, since small recurrent products scale worse than
 # linearly.
 CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.25e11, "cpu-amx": 2.0e11}
+BF16_CLASSES = ("cpu-bf16", "cpu-amx")  # the classes whose figure counts bf16 arithmetic
 MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
 WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -168,6 +170,7 @@ class Plan:
     chars: float  # characters the run is planned to read (nominal throughput with --minutes)
     epochs: float  # passes over the training text that makes
     max_epochs: float | None = None  # for a --minutes budget that would read more: stop after this many passes
+    narrowed_from: int | None = None  # the width the budget allowed, where the device trains it slower than counted
 
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
@@ -177,7 +180,9 @@ class Plan:
         if self.max_epochs:  # planned only when the clock would read more
             values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
         picked = ", ".join(values[name] for name in PLANNED if name in chosen and name in values)
-        return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}"
+        narrowed = (f" (not --hidden {self.narrowed_from}: this device trains it slower than planned, in fp32, since its "
+                    "bf16 gradients are wrong here)" if self.narrowed_from else "")
+        return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}{narrowed}"
 
 
 def device_class(device_type: str, *, native_bf16: bool, amx: bool = False) -> str:
@@ -214,13 +219,15 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
 
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
          skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None,
-         segment_len: int | None = None) -> Plan:
+         segment_len: int | None = None, at_full_speed: Callable[[int], bool] = lambda width: True) -> Plan:
     """The settings for a run on `corpus_chars` characters of training text within `budget`.
 
     `flops` (`nominal_flops`, all processes) turns minutes into characters; `batch_chars` (batch size x sequence
     length, all processes) turns steps into characters; `seq_len` (one window) sizes the planned segments;
     `hidden` and `segment_len`, when the user chose them, are kept and the rest is planned around them (the peak
-    learning rate follows the order the run will read in, planned or chosen).
+    learning rate follows the order the run will read in, planned or chosen). `at_full_speed(width)` says whether
+    the device trains that width at the speed `flops` counts (a bf16 class trains a width whose bf16 gradients are
+    wrong in fp32); the plan takes the widest that fits and does, asking from the widest fitting one down.
     """
 
     def count(width: int) -> int:
@@ -243,10 +250,13 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         # --steps and --epochs fix the characters whatever the width; the clock gives a narrower model more of them
         return not capped or chars_read(width) >= min(corpus_chars, FRESH_CHARS_PER_PARAMETER * count(width))
 
+    narrowed_from = None
     if hidden is None:
         fitting = [w for w in WIDTHS if chars_read(w) >= CHARS_PER_PARAMETER * count(w)
                    and count(w) <= PARAMETERS_PER_CHAR * corpus_chars and enough_fresh_text(w)]
-        hidden = max(fitting) if fitting else WIDTHS[0]
+        allowed = max(fitting) if fitting else WIDTHS[0]
+        hidden = next((w for w in reversed(fitting) if at_full_speed(w)), WIDTHS[0])
+        narrowed_from = allowed if hidden != allowed else None
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
@@ -264,4 +274,5 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
-                eval_every=eval_every, chars=chars, epochs=epochs, max_epochs=max_epochs)
+                eval_every=eval_every, chars=chars, epochs=epochs, max_epochs=max_epochs,
+                narrowed_from=narrowed_from)

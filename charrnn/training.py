@@ -432,13 +432,19 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
     threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
+    counts_bf16 = device_class in plan.BF16_CLASSES and config.precision is not Precision.FP32
+
+    def at_full_speed(width: int) -> bool:  # a width whose bf16 gradients are wrong here trains in fp32
+        return not counts_bf16 or bf16_fault(ctx.device, replace(options, hidden=width).for_vocab(vocab_size)) is None
+
     planned = plan.plan(corpus_chars=train_chars, flops=flops,
                         budget=plan.Budget(steps=config.steps, epochs=config.epochs, minutes=config.minutes),
                         vocab_size=vocab_size, layers=options.layers, embedding=options.for_vocab(vocab_size).embedding,
                         skip=options.skip, cell=options.cell, batch_chars=config.batch_size * config.seq_len,
                         seq_len=config.seq_len,
                         hidden=None if "hidden" in chosen else options.hidden,
-                        segment_len=None if "segment_len" in chosen else config.segment_len)
+                        segment_len=None if "segment_len" in chosen else config.segment_len,
+                        at_full_speed=at_full_speed)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop") if name in chosen})
     config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "lr", "eval_every") if name in chosen})
     if "epochs" in chosen and planned.max_epochs:  # a clock budget longer than the text can use

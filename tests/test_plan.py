@@ -314,3 +314,34 @@ def test_bench_planned_as_runs_another_classes_clock_plan_for_a_step_budget(tiny
     assert saved["step"] == 4 and saved["train_config"]["minutes"] is None
     assert saved["model_config"]["weight_drop"] == by_clock.weight_drop == plan.WEIGHT_DROP  # 10 passes of a small text
     assert saved["train_config"]["epochs"] == plan.MAX_EPOCHS
+
+
+def test_a_bf16_class_plans_no_width_it_would_train_in_fp32(monkeypatch):
+    # On a CPU with AMX, torch 2.13's bf16 LSTM gets 1,024 units' gradients wrong, so such a layer trains in fp32 at
+    # about half the speed `cpu-amx` counts; two hours of `cpp` (which plans 2x1024 there) plan 2x768 instead
+    shape = {**SHAPE, "vocab_size": 113, "embedding": 114}
+    budget, flops = plan.Budget(minutes=120), plan.nominal_flops("cpu-amx", threads=2)
+    assert plan.plan(corpus_chars=13_630_000, budget=budget, flops=flops, **shape).hidden == 1024
+    asked = []
+    narrowed = plan.plan(corpus_chars=13_630_000, budget=budget, flops=flops, **shape,
+                         at_full_speed=lambda width: asked.append(width) or width < 1024)
+    assert (narrowed.hidden, narrowed.narrowed_from, asked) == (768, 1024, [1024, 768])  # widest fitting first
+    assert "(not --hidden 1024: this device trains it slower than planned" in narrowed.describe(("hidden",))
+    assert "not --hidden" not in plan.plan(corpus_chars=13_630_000, budget=budget, flops=flops, **shape).describe(("hidden",))
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_training_plans_a_bf16_class_by_the_widths_whose_bf16_gradients_are_right(tiny_corpus, tmp_path, monkeypatch,
+                                                                                   precision):
+    from charrnn import training
+
+    monkeypatch.setattr(training, "has_native_bf16", lambda device: True)
+    monkeypatch.setattr(training, "has_amx", lambda: True)  # the cpu-amx class
+    monkeypatch.setattr(devices, "bf16_gradients_sound", lambda device_type, cell, width, hidden: hidden < 1024)
+    given = []
+    real_plan = plan.plan
+    monkeypatch.setattr(plan, "plan", lambda **kwargs: given.append(kwargs["at_full_speed"]) or real_plan(**kwargs))
+    charrnn.train(tiny_corpus, cell="rnn", steps=2, seq_len=8, batch_size=2, precision=precision, out=tmp_path / "r")
+    at_full_speed, = given
+    assert at_full_speed(768)  # bf16 RNNs run on every CPU, and this width's gradients are right
+    assert at_full_speed(1024) is (precision == "fp32")  # an fp32 run does not care
