@@ -39,6 +39,14 @@ for path in split_held_out(Path(sys.argv[1]).read_text(encoding="utf-8"), Path(s
     print(f"{path.name}: {len(path.read_text(encoding='utf-8')):,} characters")
 EOF
 
+section "bf16 gradients against fp32 per layer shape (charrnn.devices.bf16_gradients_sound: auto and the plan trust bf16 only where True)"
+timed 60 "$py" -c "
+from charrnn.config import Cell
+from charrnn.devices import bf16_gradients_sound
+for cell in Cell:
+    print(cell.value, {(width, hidden): bf16_gradients_sound('cuda', cell, width, hidden)
+                       for hidden in (256, 1024, 2048) for width in (114, 114 + hidden)})"
+
 section "training-step time by width, batch and window, fp32 (TF32 in cuDNN: what train's auto picks below 2x1024 at batch 128)"
 timed 120 "$py" bench/step_time.py 2x256 2x512 2x768 2x1024 2x1536 2x2048 2x512b128 2x1024b128 2x2048b128 \
     2x512s32 2x512s128 2x512b128s32 gru2x512 gru2x1024 --device cuda --rounds 5
