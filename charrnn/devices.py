@@ -106,10 +106,9 @@ def bf16_runs(device_type: str, cell: Cell) -> bool:
     """Whether this torch build runs a `cell` layer under bf16 autocast on the device at all: oneDNN's bf16
     LSTM needs AVX-512 on x86 (on an AVX2-only CPU it fails to build its kernel). A tiny forward and backward,
     once per process; a capability, not a timing."""
-    recurrent = {Cell.LSTM: torch.nn.LSTM, Cell.GRU: torch.nn.GRU, Cell.RNN: torch.nn.RNN}[cell]
     with torch.random.fork_rng(devices=[]):  # the probe's initialisation must not shift the run's random stream
         try:
-            layer = recurrent(4, 4, batch_first=True).to(device_type)
+            layer = getattr(torch.nn, cell.name)(4, 4, batch_first=True).to(device_type)
             with autocast(torch.device(device_type), True):
                 out, _ = layer(torch.zeros(1, 2, 4, device=device_type))
             out.float().sum().backward()
@@ -126,11 +125,10 @@ def bf16_gradients_sound(device_type: str, cell: Cell, input_size: int, hidden: 
     (bench/RESULTS.md, session 43; oneDNN capped below AMX gets them right). Such a run learns far slower, silently.
     A forward and backward of 2 x 8 steps in each arithmetic, once per shape and process: a fact of the build and
     the hardware, not a timing. Sound gradients differ by about 0.5%, broken ones by 20% or more."""
-    recurrent = {Cell.LSTM: torch.nn.LSTM, Cell.GRU: torch.nn.GRU, Cell.RNN: torch.nn.RNN}[cell]
     device = torch.device(device_type)
     with torch.random.fork_rng(devices=[]):  # the probe's draws (all on the CPU) must not shift the run's stream
-        torch.manual_seed(0)
-        layer = recurrent(input_size, hidden, batch_first=True)
+        torch.random.default_generator.manual_seed(0)  # the CPU's alone: torch.manual_seed would reseed a GPU's too
+        layer = getattr(torch.nn, cell.name)(input_size, hidden, batch_first=True)
         x, upstream = torch.randn(2, 8, input_size), torch.randn(2, 8, hidden)
     layer, x, upstream = layer.to(device), x.to(device), upstream.to(device)
     gradients = []

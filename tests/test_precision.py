@@ -117,8 +117,11 @@ def fresh_gradient_checks():
 
 def test_the_gradient_check_passes_a_sound_kernel_and_catches_a_faulty_one(fresh_gradient_checks, monkeypatch):
     before = torch.random.get_rng_state()
+    reseeded = []  # a GPU's generators, which fork_rng(devices=[]) would not restore
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
     assert devices.bf16_gradients_sound("cpu", Cell.RNN, 12, 16)  # bf16 RNNs run on every CPU
     assert torch.equal(torch.random.get_rng_state(), before)  # the check draws nothing from the run's stream
+    assert reseeded == []
     devices.bf16_gradients_sound.cache_clear()
     monkeypatch.setattr(torch.nn, "RNN", FaultyInBF16)
     assert not devices.bf16_gradients_sound("cpu", Cell.RNN, 12, 16)
