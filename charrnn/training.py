@@ -428,7 +428,11 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
-    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device), amx=has_amx())
+    # a CPU class's figure counts its arithmetic: one told to train in fp32 plans as an fp32 CPU (on a Xeon with AMX
+    # 2x1024 stepped 1.5-2.2 times slower in fp32 than in bf16: bench/RESULTS.md, session 43)
+    as_fp32 = config.precision is Precision.FP32 and ctx.device.type == "cpu" and has_native_bf16(ctx.device)
+    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device) and not as_fp32,
+                                     amx=has_amx())
     # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
     threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
@@ -451,7 +455,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
         config = replace(config, epochs=planned.max_epochs)
     note = planned.describe(chosen)
     if config.minutes and chosen:
-        note += f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}, {threads} thread{'s' * (threads > 1)})"
+        note += (f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}"
+                 f"{' for --precision fp32' if as_fp32 else ''}, {threads} thread{'s' * (threads > 1)})")
     return options.for_vocab(vocab_size), config, note
 
 

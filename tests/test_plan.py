@@ -340,8 +340,14 @@ def test_training_plans_a_bf16_class_by_the_widths_whose_bf16_gradients_are_righ
     monkeypatch.setattr(devices, "bf16_gradients_sound", lambda device_type, cell, width, hidden: hidden < 1024)
     given = []
     real_plan = plan.plan
-    monkeypatch.setattr(plan, "plan", lambda **kwargs: given.append(kwargs["at_full_speed"]) or real_plan(**kwargs))
-    charrnn.train(tiny_corpus, cell="rnn", steps=2, seq_len=8, batch_size=2, precision=precision, out=tmp_path / "r")
-    at_full_speed, = given
-    assert at_full_speed(768)  # bf16 RNNs run on every CPU, and this width's gradients are right
-    assert at_full_speed(1024) is (precision == "fp32")  # an fp32 run does not care
+    monkeypatch.setattr(plan, "plan", lambda **kwargs: given.append(kwargs) or real_plan(**kwargs))
+    lines = []
+    charrnn.train(tiny_corpus, cell="rnn", minutes=1, steps=2, seq_len=8, batch_size=2, threads=1, precision=precision,
+                  out=tmp_path / "r", log=lines.append)
+    kwargs, = given
+    assert kwargs["at_full_speed"](768)  # bf16 RNNs run on every CPU, and this width's gradients are right
+    assert kwargs["at_full_speed"](1024) is (precision == "fp32")  # an fp32 run does not care
+    # and an fp32 run is planned at an fp32 CPU's speed, not the bf16 speed the class counts
+    planned_as = "cpu" if precision == "fp32" else "cpu-amx"
+    assert kwargs["flops"] == plan.nominal_flops(planned_as, threads=1)
+    assert lines[0].endswith(f": {planned_as}{' for --precision fp32' * (precision == 'fp32')}, 1 thread)")
