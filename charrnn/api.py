@@ -168,10 +168,9 @@ class Model:
         """`length` characters after `seed` (the seed first, unless echo=False), as `charrnn sample` prints them.
         The same random_seed and options give the same text."""
         check_value("echo", echo, bool)
-        prepared = self.prepare_seed(seed, drop_unknown=drop_unknown)  # what is echoed is what the model read
-        text = "".join(self.stream(prepared, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                                   random_seed=random_seed, stop=stop))
-        return (prepared if echo else "") + text
+        text = "".join(self.stream(seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   random_seed=random_seed, stop=stop, drop_unknown=drop_unknown))
+        return (self.prepare_seed(seed, drop_unknown=drop_unknown) if echo else "") + text
 
     def text_source(self, file: str | Path | None = None, *, encoding: str = "utf-8") -> TextSource:
         """What `evaluate` scores: `file`, or with None the held-out validation text of the corpus the model trained on
