@@ -430,9 +430,9 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
     # a CPU class's figure counts its arithmetic: one told to train in fp32 plans as an fp32 CPU (on a Xeon with AMX
     # 2x1024 stepped 1.5-2.2 times slower in fp32 than in bf16: bench/RESULTS.md, session 43)
-    as_fp32 = config.precision is Precision.FP32 and ctx.device.type == "cpu" and has_native_bf16(ctx.device)
-    device_class = plan.device_class(ctx.device.type, native_bf16=has_native_bf16(ctx.device) and not as_fp32,
-                                     amx=has_amx())
+    native_bf16 = has_native_bf16(ctx.device)
+    as_fp32 = native_bf16 and ctx.device.type == "cpu" and config.precision is Precision.FP32
+    device_class = plan.device_class(ctx.device.type, native_bf16=native_bf16 and not as_fp32, amx=has_amx())
     # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
     threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
