@@ -75,10 +75,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   against 2.050 and 2.057; on `cpp`, whose files change their kind of text from one library to the next, two
   hours on a `cpu-amx` (2x768, 4.4 planned passes, 22,633 steps, 3.4 read) scored 1.3923 in char-rnn's layout
   against 1.3531 in segments (session 45). Hence a limit of five planned passes, under tinyshakespeare's 5.3. It
-  is not one for a second reason: the plan is nominal and a slow day reads half of it or less, so a run planned just over one pass would
-  read part of its text in char-rnn's layout, never reaching the end of each stream's slice, and that costs far
-  more than segments could at several passes: on `cpp` at 5 minutes (2x256, a `cpu-amx` at full speed, 0.7 passes)
-  char-rnn's layout scored 1.777 against 1.629 in segments of 256 (session 19).
+  is not one for a second reason: the plan is nominal and a slow day reads half of it or less, so a run planned
+  just over one pass would read part of its text in char-rnn's layout, never reaching the end of each stream's
+  slice, and that costs far more than segments could at several passes: on `cpp` at 5 minutes (2x256, a
+  `cpu-amx` at full speed, 0.7 passes) char-rnn's layout scored 1.777 against 1.629 in segments of 256
+  (session 19).
 - Learning rate: a run in shuffled segments, planned or given by --segment-len, takes a higher peak, SHUFFLED_LR,
   than TrainConfig.lr (tuned on runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on
   tinyshakespeare). With segments of 256, 2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps)
