@@ -287,3 +287,13 @@ def test_the_default_embedding_is_one_hot_sized_rounded_up_to_even_at_most_128_a
     assert ModelOptions().for_vocab(127).embedding == 128
     assert ModelOptions().for_vocab(220).embedding == 128
     assert ModelOptions(embedding=201).for_vocab(220).embedding == 201
+
+
+def test_the_first_log_line_names_a_race_between_budgets_only_when_there_are_two():
+    from charrnn.training import _budget_note
+
+    alone = _budget_note(TrainConfig(minutes=120), None)
+    assert alone.startswith("budget 120 min of wall clock (the clock sets") and "whichever" not in alone
+    both = _budget_note(TrainConfig(minutes=5), 1_000)
+    assert both.startswith("budget 5 min of wall clock or 1,000 steps, whichever ends first (")
+    assert _budget_note(TrainConfig(steps=1_000), 1_000) == "budget 1,000 steps (the same seed repeats this run exactly)"
