@@ -436,7 +436,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
     threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
-    counts_bf16 = device_class in plan.BF16_CLASSES and config.precision is not Precision.FP32
+    counts_bf16 = device_class in plan.BF16_CLASSES  # never under --precision fp32, which plans as `cpu` above
 
     def at_full_speed(width: int) -> bool:  # a width whose bf16 gradients are wrong here trains in fp32
         return not counts_bf16 or bf16_fault(ctx.device, replace(options, hidden=width).for_vocab(vocab_size)) is None

@@ -10,7 +10,7 @@ from charrnn import checkpoint
 from charrnn.config import ModelConfig, Schedule, TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.training import ModelOptions, lr_at, run
+from charrnn.training import ModelOptions, _budget_note, lr_at, run
 
 from .conftest import tiny_config, tiny_job
 
@@ -290,8 +290,6 @@ def test_the_default_embedding_is_one_hot_sized_rounded_up_to_even_at_most_128_a
 
 
 def test_the_first_log_line_names_a_race_between_budgets_only_when_there_are_two():
-    from charrnn.training import _budget_note
-
     alone = _budget_note(TrainConfig(minutes=120), None)
     assert alone.startswith("budget 120 min of wall clock (the clock sets") and "whichever" not in alone
     both = _budget_note(TrainConfig(minutes=5), 1_000)
