@@ -55,31 +55,36 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   a plan cannot see (--help says when to add 0.3). Less or more lost where tried: weight drop 0.4 (2x384 at
   5 passes: 2.041 against 0.2's 2.010), 0.3 with dropout on syntax.txt (2.454). bench/QUALITY.md, sessions
   14 to 16.
-- Reading order: a run planned to read its text fewer than SEGMENTS_BELOW_EPOCHS times reads it in shuffled
-  segments of SEGMENT_WINDOWS windows (data.StreamBatches), so what it reads samples the whole text instead of
-  the start of each stream's slice, and each step's batch draws from places all over it. On `cpp` (0.34 passes in 5
-  minutes' steps, 2x256) segments of 4,096 characters took the held-out score from 1.938 (char-rnn's layout)
-  to 1.886 at older defaults; at today's, shorter ones gained more: 4,096 1.835, 2,048 1.811, 1,024 1.776,
-  512 1.772, 256 (four windows) 1.767, 128 1.756, and one window (64, no state carried from window to
-  window) 1.770; on `python` (1,788 steps) 4,096 1.766, 256 1.715, 128 1.725. Four windows is the middle
-  of that floor: two tie with it on the two texts together (0.010 better on `cpp`, 0.009 worse on `python`)
-  and lie next to the edge at one. A run of many passes reads everything anyway, and keeps char-rnn's
-  layout: on tinyshakespeare (5.3 passes) segments of 256 scored 2.042 against 2.032 (4,096: 2.120 against
-  2.107 at older defaults). Below five passes segments tied or won: they gained where a run had few steps for
-  what it read (held-out, char-rnn's layout at 0.011 against segments at 0.015, at each plan's nominal steps):
+- Reading order: a run reads its text in shuffled segments of SEGMENT_WINDOWS windows (data.StreamBatches), however
+  many passes it is planned for, so what it reads samples the whole text instead of the start of each stream's
+  slice, and each step's batch draws from places all over it. Only a text too short to give each stream more than
+  one segment (under about 10,000 training characters at the defaults) reads in char-rnn's layout. On `cpp` (0.34
+  passes in 5 minutes' steps, 2x256) segments of 4,096 characters took the held-out score from 1.938 (char-rnn's
+  layout) to 1.886 at older defaults; at today's, shorter ones gained more: 4,096 1.835, 2,048 1.811, 1,024 1.776,
+  512 1.772, 256 (four windows) 1.767, 128 1.756, and one window (64, no state carried from window to window) 1.770;
+  on `python` (1,788 steps) 4,096 1.766, 256 1.715, 128 1.725. Four windows is the middle of that floor: two tie
+  with it on the two texts together (0.010 better on `cpp`, 0.009 worse on `python`) and lie next to the edge at
+  one. At every number of passes measured segments tied or won (held-out, char-rnn's layout at 0.011 against
+  segments at 0.015, at each plan's nominal steps, fixed): they gained where a run had few steps for what it read,
   tinyshakespeare at 2.0 passes (2x192, 935 steps) 2.182 and 2.188 against 2.159 and 2.167 on two seeds, at 2.4
-  (2x256) 2.103 and 2.106 against 2.100 and 2.112, at 2.7 2.099 and 2.104 against 2.084 and 2.107; `python` for
-  60 minutes at 2.9 (2x512, 14,908 steps) 1.387 and 1.384 against 1.370 and 1.371 (sessions 23 and 24; timed,
-  the hour read 3.4 passes, 17,200 steps, and the two tied: 1.366 against 1.370, session 25). At 3
-  and 4 passes (tinyshakespeare, 2x256) the two tied: 2.076 and 2.093 against 2.073 and 2.089, 2.050 and 2.061
-  against 2.050 and 2.057; on `cpp`, whose files change their kind of text from one library to the next, two
-  hours on a `cpu-amx` (2x768, 4.4 planned passes, 22,633 steps, 3.4 read) scored 1.3923 in char-rnn's layout
-  against 1.3531 in segments (session 45). Hence a limit of five planned passes, under tinyshakespeare's 5.3. It
-  is not one for a second reason: the plan is nominal and a slow day reads half of it or less, so a run planned
-  just over one pass would read part of its text in char-rnn's layout, never reaching the end of each stream's
-  slice, and that costs far more than segments could at several passes: on `cpp` at 5 minutes (2x256, a
-  `cpu-amx` at full speed, 0.7 passes) char-rnn's layout scored 1.777 against 1.629 in segments of 256
-  (session 19).
+  (2x256) 2.103 and 2.106 against 2.100 and 2.112, at 2.7 2.099 and 2.104 against 2.084 and 2.107; `python` for 60
+  minutes at 2.9 (2x512, 14,908 steps) 1.387 and 1.384 against 1.370 and 1.371 (sessions 23 and 24; timed, the hour
+  read 3.4 passes, 17,200 steps, and the two tied: 1.366 against 1.370, session 25). At 3 and 4 passes
+  (tinyshakespeare, 2x256) the two tied: 2.076 and 2.093 against 2.073 and 2.089, 2.050 and 2.061 against 2.050 and
+  2.057. On `cpp`, whose files change their kind of text from one library to the next, two hours on a `cpu-amx`
+  (2x768, 4.4 planned passes, 22,633 steps, 3.4 read) scored 1.3923 in char-rnn's layout against 1.3531 in segments
+  (session 45). At the plans that read tinyshakespeare 5.5 to 10 times (session 46, two seeds each): 5.5 passes
+  (2x256, 2,546 steps, fp32) 2.0295 and 2.0353 against 2.0273 and 2.0359; 6.5 (2x384, weight drop 0.2, 3,012, bf16)
+  2.0031 and 2.0025 against 2.0001 and 2.0064; 8.2 (2x256, weight drop, 3,818, fp32) 2.0262 and 2.0342 against
+  2.0245 and 2.0174; 10 (2x384, weight drop, 4,653, bf16) 1.9803 and 1.9742 against 1.9671 and 1.9663; and on a text
+  of 196,000 training characters (`_pydecimal.py`, 2x128, weight drop, 957 steps, 10 passes, three seeds) 2.4597,
+  2.4469 and 2.4753 against 2.4649, 2.4598 and 2.4582, a tie on the mean (0.0004). Char-rnn's layout deals the same
+  batches in the same order every pass; segments deal a new order each pass. (Session 17's one seed at 5.3 passes,
+  2.042 in segments against 2.032, which kept runs of five passes or more in char-rnn's layout until session 46,
+  lies within these seeds' spread.) And a run planned just over one pass must not read char-rnn's layout in any
+  case: the plan is nominal and a slow day reads half of it or less, and a run that reads part of its text in that
+  layout never reaches the end of each stream's slice: on `cpp` at 5 minutes (2x256, a `cpu-amx` at full speed, 0.7
+  passes) char-rnn's layout scored 1.777 against 1.629 in segments of 256 (session 19).
 - Learning rate: a run in shuffled segments, planned or given by --segment-len, takes a higher peak, SHUFFLED_LR,
   than TrainConfig.lr (tuned on runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on
   tinyshakespeare). With segments of 256, 2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps)
@@ -144,7 +149,6 @@ WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
-SEGMENTS_BELOW_EPOCHS = 5.0  # planned passes under which a run reads in segments (tied or won there)
 SHUFFLED_LR = 1.5e-2  # the peak for a run planned in shuffled segments
 FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT_WINDOWS-window segments at FRESH_LR
 FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
@@ -270,8 +274,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     fresh = epochs < FRESH_BELOW_EPOCHS  # never reads a character twice
     if segment_len is None:
         windows = FRESH_SEGMENT_WINDOWS if fresh else SEGMENT_WINDOWS
-        segment_len = windows * seq_len if epochs < SEGMENTS_BELOW_EPOCHS else 0
-        segment_len = segment_len if shuffled(segment_len) else 0  # a short text is read in char-rnn's slices anyway
+        segment_len = windows * seq_len if shuffled(windows * seq_len) else 0  # a short text: char-rnn's slices anyway
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
