@@ -252,8 +252,8 @@ def _budget_note(config: TrainConfig, total_steps: int | None) -> str:
     steps = f"{total_steps:,} step{'s' if total_steps != 1 else ''}" if total_steps else ""
     if not config.minutes:
         return f"budget {steps} (the same seed repeats this run exactly)"
-    clock = f"{config.minutes:g} min of wall clock" + (f" or {steps}, whichever ends first" if steps else "")
-    return (f"budget {clock} (the clock sets the last step and the learning-rate decay, so runs differ; --steps or "
+    limits = f"{config.minutes:g} min of wall clock" + (f" or {steps}, whichever ends first" if steps else "")
+    return (f"budget {limits} (the clock sets the last step and the learning-rate decay, so runs differ; --steps or "
             "--epochs repeat exactly)")
 
 
