@@ -85,6 +85,17 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   case: the plan is nominal and a slow day reads half of it or less, and a run that reads part of its text in that
   layout never reaches the end of each stream's slice: on `cpp` at 5 minutes (2x256, a `cpu-amx` at full speed, 0.7
   passes) char-rnn's layout scored 1.777 against 1.629 in segments of 256 (session 19).
+  From LONG_SEGMENTS_FROM_EPOCHS planned passes the segments are longer, LONG_SEGMENT_WINDOWS windows (1,024
+  characters; SEGMENT_WINDOWS where the text is too short to shuffle them): at the `cpu-amx` 5-minute plan (2x384,
+  weight drop 0.2, 10 passes, bf16, fixed steps, two seeds, session 47), char-rnn's layout, segments of 256 and of
+  1,024 scored on a C++ text (every 16th file of `cpp`, 1.09 MB, 4,517 steps) 2.4846 and 2.4948, 2.5100 and 2.4938,
+  2.4372 and 2.4568; on a Python one (every 12th file of `python`, 843 kB, 3,520 steps) 1.8872 and 1.9003, 1.8944
+  and 1.8951, 1.8592 and 1.8784; on tinyshakespeare (4,653 steps) 1.9803 and 1.9742, 1.9671 and 1.9663, 1.9652 and
+  1.9830; at 5.5 passes (tinyshakespeare, 2x256, 2,546 steps, fp32) 2.0295 and 2.0353, 2.0273 and 2.0359, 2.0233 and
+  2.0222; `_pydecimal.py` at 10 (2x128, three seeds) 2.4606, 2.4610 and 2.4588 on the mean. Longer segments gained
+  0.055 and 0.026 on the code texts and lost nothing beyond the seeds' spread elsewhere (0.007 on tinyshakespeare at
+  10 passes). Five passes is where char-rnn's whole slices, the longest reading, began to tie segments of 256 (below
+  it 256 won, on `cpp` at 4.4 passes by 0.039); 1,024 lies between the two.
 - Learning rate: a run in shuffled segments, planned or given by --segment-len, takes a higher peak, SHUFFLED_LR,
   than TrainConfig.lr (tuned on runs of several passes in sessions 10 to 12, where 1.5e-2 tied it on
   tinyshakespeare). With segments of 256, 2x256, held-out bits/char at 1.1e-2, 1.5e-2, 2e-2: `cpp` (2,175 steps)
@@ -149,6 +160,8 @@ WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
+LONG_SEGMENTS_FROM_EPOCHS = 5.0  # planned passes from which a run reads LONG_SEGMENT_WINDOWS-window segments
+LONG_SEGMENT_WINDOWS = 16  # 1,024 characters at the default --seq-len 64
 SHUFFLED_LR = 1.5e-2  # the peak for a run planned in shuffled segments
 FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT_WINDOWS-window segments at FRESH_LR
 FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
@@ -273,8 +286,10 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
 
     fresh = epochs < FRESH_BELOW_EPOCHS  # never reads a character twice
     if segment_len is None:
-        windows = FRESH_SEGMENT_WINDOWS if fresh else SEGMENT_WINDOWS
-        segment_len = windows * seq_len if shuffled(windows * seq_len) else 0  # a short text: char-rnn's slices anyway
+        windows = (FRESH_SEGMENT_WINDOWS if fresh else
+                   LONG_SEGMENT_WINDOWS if epochs >= LONG_SEGMENTS_FROM_EPOCHS else SEGMENT_WINDOWS)
+        # the longest of these that the text can shuffle; a short text reads char-rnn's slices anyway
+        segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100

@@ -39,13 +39,16 @@ def test_every_command_has_help_that_names_its_defaults(runner, command):
         from charrnn.config import TrainConfig
 
         text = " ".join(result.stdout.split())
-        words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 8: "eight"}
+        words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 8: "eight", 16: "sixteen"}
         assert f"planned: {plan.FRESH_LR:g} for a run" in text and f"less than its whole text, {plan.SHUFFLED_LR:g} for" in text  # --lr
         assert f"{TrainConfig.lr:g} in char-rnn" in text and plan.FRESH_BELOW_EPOCHS == 1, "--lr's help says 'whole text'"
         assert (f"{words[plan.FRESH_SEGMENT_WINDOWS]} windows ({plan.FRESH_SEGMENT_WINDOWS * TrainConfig.seq_len} at "
                 f"--seq-len {TrainConfig.seq_len}) for a run planned to read less than its whole text") in text
-        assert (f"whole text, else {words[plan.SEGMENT_WINDOWS]} windows ({plan.SEGMENT_WINDOWS * TrainConfig.seq_len} "
-                f"at --seq-len {TrainConfig.seq_len})") in text  # --segment-len
+        assert (f"whole text, {words[plan.SEGMENT_WINDOWS]} windows ({plan.SEGMENT_WINDOWS * TrainConfig.seq_len} "
+                f"at --seq-len {TrainConfig.seq_len}) for one planned to read it fewer than "
+                f"{words[int(plan.LONG_SEGMENTS_FROM_EPOCHS)]} times, else {words[plan.LONG_SEGMENT_WINDOWS]} windows "
+                f"({plan.LONG_SEGMENT_WINDOWS * TrainConfig.seq_len:,} at --seq-len {TrainConfig.seq_len})") in text
+        assert float(plan.LONG_SEGMENTS_FROM_EPOCHS).is_integer(), "--segment-len's help counts whole passes"
         assert f"{plan.WEIGHT_DROP:g} for a run planned to read its text about {round(plan.WEIGHT_DROP_FROM_EPOCHS)} times" in text
         assert f"about {plan.VALIDATIONS_PER_RUN} times per run" in text  # --eval-every
 

@@ -89,7 +89,8 @@ def train(
              "each pass reads these segments in a new order drawn from --random-seed, so a run that reads part of "
              "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
              "to end. Default: planned: two windows (128 at --seq-len 64) for a run planned to read less than its whole "
-             "text, else four windows (256 at --seq-len 64); 0 for a text too short to cut into segments.",
+             "text, four windows (256 at --seq-len 64) for one planned to read it fewer than five times, else sixteen "
+             "windows (1,024 at --seq-len 64); 0 for a text too short to cut into segments.",
         show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(
         help="Peak learning rate (AdamW). Default: planned: 0.02 for a run that reads in shuffled segments "
