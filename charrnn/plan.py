@@ -288,7 +288,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     if segment_len is None:
         windows = (FRESH_SEGMENT_WINDOWS if fresh else
                    LONG_SEGMENT_WINDOWS if epochs >= LONG_SEGMENTS_FROM_EPOCHS else SEGMENT_WINDOWS)
-        # the longest of these that the text can shuffle; a short text reads char-rnn's slices anyway
+        # the planned length, else four windows where the text is too short to shuffle it; else char-rnn's slices
         segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
