@@ -211,8 +211,12 @@ class StreamBatches:
     > 0 the text is cut into segments of that many characters (whole windows), and each pass deals them to
     the streams in a fresh order drawn from `seed` and the pass number: a stream reads a segment window by
     window, then starts its next segment from a zero state. A part of a pass then samples the whole text, and
-    passes differ in order. A text too short to give every stream more than one segment falls back to char-rnn's
-    layout (`reads_in_segments`, which the plan asks too).
+    passes differ in order. The passes' orders follow one another without a break: a round of B segments that
+    runs past the end of one pass takes the rest from the next pass's order, so each pass reads every segment once
+    (a pass that dropped its last, partial round left up to B - 1 segments unread: 16% of a 200,000-character
+    text at 1,024-character segments). A pass is then `windows_per_epoch` steps, not always a whole number. A text
+    too short to give every stream more than one segment falls back to char-rnn's layout (`reads_in_segments`,
+    which the plan asks too).
 
     Window w of a pass is a pure function of the step (and seed), so resuming needs only the step number.
     Under torchrun each rank takes its own block of rows; together the ranks see exactly the global batch.
@@ -238,34 +242,44 @@ class StreamBatches:
             self.segments = (len(ids) - 1) // self.stride
         else:
             self.segment_windows, self.stride, self.segments = stream_windows, stream_len, batch_size
-        self.windows_per_epoch = self.segments // batch_size * self.segment_windows
+        self.windows_per_epoch = self.segments * self.segment_windows / batch_size  # steps per pass
         rows = batch_size // world_size
-        self.rows = slice(rank * rows, (rank + 1) * rows)
+        self._row_slots = torch.arange(rank * rows, (rank + 1) * rows)  # this rank's places in a round of B segments
         self.batch_size = rows
         self.global_batch = batch_size
         self.seq_len = seq_len
         self._offsets = torch.arange(seq_len + 1)  # a window's positions after its start, built once
         self.seed = seed
         self.ids = ids
-        self._order: tuple[int, torch.Tensor] | None = None  # (pass, the order its segments are read in)
+        self._orders: dict[int, torch.Tensor] = {}  # pass -> the order its segments are read in (two at most)
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The segments in the order pass `epoch` reads them (round r gives stream b segment order[r·B + b])."""
-        if self._order is None or self._order[0] != epoch:
+        """The segments in the order pass `epoch` reads them: the passes' orders, one after another, are dealt
+        B at a time, round r giving stream b the (r·B + b)-th."""
+        if epoch not in self._orders:
             if self.shuffled:
                 # modulo 2**64: a seed past about 2**43 overflowed the generator's range (the same value below it)
                 generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
-                self._order = (epoch, torch.randperm(self.segments, generator=generator))
+                self._orders[epoch] = torch.randperm(self.segments, generator=generator)
             else:
-                self._order = (epoch, torch.arange(self.segments))
-        return self._order[1]
+                self._orders[epoch] = torch.arange(self.segments)
+            while len(self._orders) > 2:  # a round spans at most two passes: keep the two drawn last
+                del self._orders[next(iter(self._orders))]
+        return self._orders[epoch]
+
+    def segments_read(self, round_: int) -> torch.Tensor:
+        """The segment each of this rank's streams reads in round `round_` (a round is segment_windows steps)."""
+        slots = round_ * self.global_batch + self._row_slots  # places in the passes' orders laid end to end
+        epochs, places = slots // self.segments, slots % self.segments
+        first, last = int(epochs[0]), int(epochs[-1])
+        if first == last:
+            return self.order(first)[places]
+        return torch.where(epochs == first, self.order(first)[places], self.order(last)[places])
 
     def window(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (B_local, T) int64, for a global step."""
-        epoch, k = divmod(step, self.windows_per_epoch)
-        round_, w = divmod(k, self.segment_windows)
-        segments = self.order(epoch)[round_ * self.global_batch: (round_ + 1) * self.global_batch][self.rows]
-        starts = segments * self.stride + w * self.seq_len
+        round_, w = divmod(step, self.segment_windows)
+        starts = self.segments_read(round_) * self.stride + w * self.seq_len
         chunk = self.ids[starts.unsqueeze(1) + self._offsets].long()
         return chunk[:, :-1], chunk[:, 1:]
 

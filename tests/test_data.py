@@ -122,8 +122,8 @@ def test_ranks_share_the_global_batch_exactly():
 def test_shuffled_segments_are_contiguous_and_carry_the_state_within_a_segment():
     ids = torch.arange(10_000)  # each id is its own position, so a window shows where it was read
     batches = StreamBatches(ids, batch_size=4, seq_len=10, segment_len=50)  # 5 windows per segment
-    assert batches.shuffled and batches.segments == 199 and batches.windows_per_epoch == 49 * 5
-    for step in range(batches.windows_per_epoch + 12):
+    assert batches.shuffled and batches.segments == 199 and batches.windows_per_epoch == 199 * 5 / 4
+    for step in range(260):  # past the end of the first pass, whose last round reads into the second pass's order
         x, y = batches.window(step)
         assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y[:, -1], x[:, -1] + 1)
         assert torch.equal(x[:, -1] - x[:, 0], torch.full((4,), 9))  # each row is one contiguous run of text
@@ -135,15 +135,32 @@ def test_shuffled_segments_are_contiguous_and_carry_the_state_within_a_segment()
 def test_part_of_a_pass_samples_the_whole_text_and_each_pass_reads_each_segment_once():
     ids = torch.arange(100_001)  # 1,000 segments of 100 (and the last target)
     batches = StreamBatches(ids, batch_size=8, seq_len=10, segment_len=100)
-    first = lambda epoch: [int(batches.window(epoch * batches.windows_per_epoch + k)[0][b, 0]) // 100  # noqa: E731
-                           for k in range(0, batches.windows_per_epoch, 10) for b in range(8)]
+    assert batches.windows_per_epoch == 1_000 * 10 / 8
+    first = lambda epoch: [int(batches.window(epoch * 1_250 + k)[0][b, 0]) // 100  # noqa: E731
+                           for k in range(0, 1_250, 10) for b in range(8)]
     one_pass = first(0)
-    assert len(set(one_pass)) == len(one_pass) == batches.windows_per_epoch // 10 * 8  # no segment twice
+    assert len(set(one_pass)) == len(one_pass) == 1_000  # no segment twice
     quarter = one_pass[: len(one_pass) // 4]
     assert min(quarter) < 100 and max(quarter) > 900  # a quarter of a pass already reads from all over the text
     assert first(1) != one_pass and sorted(first(1)) == sorted(one_pass)  # the same segments, in a new order
     same, other = (StreamBatches(ids, 8, 10, segment_len=100, seed=s).window(0)[0] for s in (0, 1))
     assert torch.equal(same, batches.window(0)[0]) and not torch.equal(other, same)  # the seed decides the order
+
+
+def test_every_pass_reads_every_segment_when_the_streams_do_not_divide_the_segments():
+    ids = torch.arange(20_001)  # 200 segments of 100 for 16 streams: 12.5 rounds a pass
+    batches = StreamBatches(ids, batch_size=16, seq_len=10, segment_len=100, seed=5)
+    assert batches.segments == 200 and batches.windows_per_epoch == 125
+    read = [int(start) // 100 for step in range(0, 4 * 125, 10) for start in batches.window(step)[0][:, 0]]
+    passes = [read[p * 200: (p + 1) * 200] for p in range(4)]
+    for one_pass in passes:  # a pass that stopped at its last whole round left 8 of them unread
+        assert sorted(one_pass) == list(range(200))
+    assert len({tuple(one_pass) for one_pass in passes}) == 4  # each in its own order
+    half_way = batches.window(12 * 10)[0][:, 0] // 100  # the round that straddles the first two passes
+    assert half_way[:8].tolist() == passes[0][-8:] and half_way[8:].tolist() == passes[1][:8]
+    parts = [StreamBatches(ids, 16, 10, segment_len=100, seed=5, rank=r, world_size=2).window(12 * 10 + 3)[0]
+             for r in range(2)]  # the ranks still share that straddling round exactly
+    assert torch.equal(torch.cat(parts), batches.window(12 * 10 + 3)[0])
 
 
 def test_char_rnn_layout_is_kept_for_segment_len_0_and_for_text_too_short_to_shuffle():
