@@ -86,7 +86,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = TrainConfig.batch_size,
     segment_len: Annotated[Optional[int], typer.Option(
         help="Characters a stream reads in order (its state carried) before it moves to another part of the text; "
-             "each pass reads these segments in a new order drawn from --random-seed, so a run that reads part of "
+             "each pass reads every segment once, in a new order drawn from --random-seed, so a run that reads part of "
              "a large corpus samples all of it. 0: char-rnn's layout, each stream reading its own slice from start "
              "to end. Default: planned: two windows (128 at --seq-len 64) for a run planned to read less than its whole "
              "text, four windows (256 at --seq-len 64) for one planned to read it fewer than five times, else sixteen "
