@@ -20,6 +20,18 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.124 against 2x384's 2.086 at 10.5 passes. (Wider still won on the small texts, 2x256 at 5.2 per
   character on syntax.txt 2.532, but lost on tinyshakespeare at 3.66: not one limit. The whole file, 1.06M
   training characters, would give 2x512 3.29 per character: left out. bench/QUALITY.md, session 10.)
+  A small text supports more parameters per character: up to SMALL_TEXT_PARAMETERS x the square root of its
+  characters where that is more (under about 460,000: 5.0 per character at 196,000, 7.5 at 85,000, 12.7 at 30,000).
+  At 10 passes (weight drop 0.2, segments, two seeds, session 48) the next width up won on every text from 17,000
+  to 145,000 training characters, however many parameters per character it had: `argparse.py` (85,000) 2x64 1.445,
+  2x128 1.273, 2x192 (7.3 per character) 1.234; vim's quickfix.txt (73,000) 2x64 2.662, 2x128 2.461, 2x192 (8.8)
+  2.407; `inspect.py` (106,000) 2x128 1.447, 2x192 1.420, 2x256 (9.8) 1.410; vim's eval.txt (145,000) 2x128 2.156,
+  2x192 2.097, 2x256 (7.2) 2.085; the GPL (30,000) 2x32 3.376, 2x64 3.083, 2x128 (10.0) 2.812; `textwrap.py`
+  (17,000) 2x32 3.243, 2x64 2.983, 2x128 (18.9) 2.859. At about 200,000 it lost: `_pydecimal.py` 2x192 (3.2) 2.410
+  against 2x256 (5.3) 2.432, syntax.txt 2.412 against 2.425. The square root is the simplest curve between the
+  two: it keeps both 200,000-character texts and tinyshakespeare at their widths and gives each smaller text a
+  width that won (not always the widest that did). Such a run reads its text MAX_EPOCHS times, so it is held to
+  this limit and not to CHARS_PER_PARAMETER (which would allow 4.2 per character at 10 passes).
   A --minutes budget on a text it reads less than once must also read FRESH_CHARS_PER_PARAMETER characters per
   parameter (at the nominal throughput): such a run never reads a character twice, so it learns from new text and
   from its updates, and a narrower model gets more of both in the same time. At equal time (one thread, fixed
@@ -156,6 +168,9 @@ WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 CHARS_PER_PARAMETER = 2.4
 FRESH_CHARS_PER_PARAMETER = 5.0  # what a clock budget must read per parameter of a run that reads part of its text
 PARAMETERS_PER_CHAR = 3.25
+# A text under about 460,000 characters supports more: up to SMALL_TEXT_PARAMETERS x sqrt(characters), 5 per character
+# at 196,000, 7.4 at 85,000 (bench/QUALITY.md, session 48).
+SMALL_TEXT_PARAMETERS = 2200.0
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
@@ -237,6 +252,12 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
     return total + outputs * vocab_size + vocab_size
 
 
+def max_parameters(corpus_chars: int) -> float:
+    """The most parameters a text of `corpus_chars` training characters supports: PARAMETERS_PER_CHAR per character,
+    or for a small text SMALL_TEXT_PARAMETERS x its square root, whichever is more."""
+    return max(PARAMETERS_PER_CHAR * corpus_chars, SMALL_TEXT_PARAMETERS * math.sqrt(corpus_chars))
+
+
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
          skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None,
          segment_len: int | None = None, at_full_speed: Callable[[int], bool] = lambda width: True) -> Plan:
@@ -270,10 +291,14 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         # --steps and --epochs fix the characters whatever the width; the clock gives a narrower model more of them
         return not capped or chars_read(width) >= min(corpus_chars, FRESH_CHARS_PER_PARAMETER * count(width))
 
+    def enough_text_read(width: int) -> bool:
+        # a run that reads its text MAX_EPOCHS times is limited by the text (max_parameters), not by what it reads
+        return chars_read(width) >= min(CHARS_PER_PARAMETER * count(width), MAX_EPOCHS * corpus_chars)
+
     narrowed_from = None
     if hidden is None:
-        fitting = [w for w in WIDTHS if chars_read(w) >= CHARS_PER_PARAMETER * count(w)
-                   and count(w) <= PARAMETERS_PER_CHAR * corpus_chars and enough_fresh_text(w)]
+        fitting = [w for w in WIDTHS if enough_text_read(w) and count(w) <= max_parameters(corpus_chars)
+                   and enough_fresh_text(w)]
         allowed = max(fitting) if fitting else WIDTHS[0]
         hidden = next((w for w in reversed(fitting) if at_full_speed(w)), WIDTHS[0])
         narrowed_from = allowed if hidden != allowed else None
