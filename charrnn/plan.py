@@ -123,11 +123,19 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   pass or more keep four windows and 1.5e-2: session 17's `cpp` 2x384 at 2,801 steps scored 1.656 with two
   windows against 1.643 with four (at 1.1e-2), and they were not measured at 2e-2.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
-  passes (the run gets --epochs MAX_EPOCHS), and its learning rate decays over those passes instead of over
+  passes (the run gets --epochs MAX_EPOCHS; a small text more, below), and its learning rate decays over those passes instead of over
   the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
   own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt scored 2.140 held-out
   against 2.077 for 15 minutes (7.6 passes, decayed to the end); fixed-step runs decayed over 10.5 and 15.8
   passes scored 2.086 and 2.109. Capped, the 60-minute run stopped after 19 minutes and scored 2.087.
+  A text under MORE_EPOCHS_BELOW characters gets more: MAX_EPOCHS x the square root of how many times smaller it
+  is, up to MOST_EPOCHS (`max_epochs`; 11.9 passes at 85,000 characters, 20 from 30,000 down). Ten passes of such a
+  text are a few hundred steps or fewer, seconds of a 5-minute budget. At session 48's widths (two seeds, the
+  `cpu-amx` 5-minute plan otherwise), 10, 20 and 40 passes scored: `textwrap.py` (17,000 characters, 2x64) 2.983,
+  2.767, 2.817; the GPL (30,000, 2x128) 2.812, 2.616, 2.665; and 10, 20, 30: quickfix.txt (73,000, 2x128) 2.461,
+  2.444, 2.502; `argparse.py` (85,000, 2x192) 1.234, 1.242, 1.287. From 106,000 up 10 won: `inspect.py` 1.420 at
+  10, 1.421 at 15, 1.428 at 20; eval.txt (145,000) 2.097, 2.108, 2.138; `_pydecimal.py` (196,000) 2.410, 2.453
+  at 15; syntax.txt 2.412, 2.438.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -174,6 +182,8 @@ SMALL_TEXT_PARAMETERS = 2200.0
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
+MORE_EPOCHS_BELOW = 120_000  # training characters under which a clock budget may read more than MAX_EPOCHS passes
+MOST_EPOCHS = 20.0
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
 LONG_SEGMENTS_FROM_EPOCHS = 5.0  # planned passes from which a run reads LONG_SEGMENT_WINDOWS-window segments
 LONG_SEGMENT_WINDOWS = 16  # 1,024 characters at the default --seq-len 64
@@ -252,6 +262,13 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
     return total + outputs * vocab_size + vocab_size
 
 
+def max_epochs(corpus_chars: int) -> float:
+    """The most passes a clock budget reads a text of `corpus_chars` training characters: MAX_EPOCHS, or for a text
+    under MORE_EPOCHS_BELOW MAX_EPOCHS x sqrt(MORE_EPOCHS_BELOW / corpus_chars), at most MOST_EPOCHS (one decimal)."""
+    more = MAX_EPOCHS * math.sqrt(MORE_EPOCHS_BELOW / max(1, corpus_chars))
+    return round(min(MOST_EPOCHS, max(MAX_EPOCHS, more)), 1)
+
+
 def max_parameters(corpus_chars: int) -> float:
     """The most parameters a text of `corpus_chars` training characters supports: PARAMETERS_PER_CHAR per character,
     or for a small text SMALL_TEXT_PARAMETERS x its square root, whichever is more."""
@@ -276,9 +293,10 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
 
     # Only a clock budget is capped: --steps and --epochs say exactly how much to read.
     capped = bool(budget.minutes) and not budget.steps and not budget.epochs
+    most_passes = max_epochs(corpus_chars)
 
     def chars_read(width: int) -> float:
-        limits = [MAX_EPOCHS * corpus_chars] if capped else []
+        limits = [most_passes * corpus_chars] if capped else []
         if budget.steps:
             limits.append(budget.steps * batch_chars)
         if budget.epochs:
@@ -318,7 +336,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
-    max_epochs = MAX_EPOCHS if capped and epochs >= MAX_EPOCHS else None
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
-                eval_every=eval_every, chars=chars, epochs=epochs, max_epochs=max_epochs,
+                eval_every=eval_every, chars=chars, epochs=epochs,
+                max_epochs=most_passes if capped and chars >= most_passes * corpus_chars else None,
                 narrowed_from=narrowed_from)
