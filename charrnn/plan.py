@@ -126,8 +126,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   pass or more keep four windows and 1.5e-2: session 17's `cpp` 2x384 at 2,801 steps scored 1.656 with two
   windows against 1.643 with four (at 1.1e-2), and they were not measured at 2e-2.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
-  passes (the run gets --epochs MAX_EPOCHS; a small text more, below), and its learning rate decays over those passes instead of over
-  the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
+  passes (the run gets --epochs MAX_EPOCHS; a small text more, below), and its learning rate decays over those
+  passes instead of over the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
   own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt scored 2.140 held-out
   against 2.077 for 15 minutes (7.6 passes, decayed to the end); fixed-step runs decayed over 10.5 and 15.8
   passes scored 2.086 and 2.109. Capped, the 60-minute run stopped after 19 minutes and scored 2.087.
@@ -180,7 +180,7 @@ CHARS_PER_PARAMETER = 2.4
 FRESH_CHARS_PER_PARAMETER = 5.0  # what a clock budget must read per parameter of a run that reads part of its text
 PARAMETERS_PER_CHAR = 3.25
 # A text under about 460,000 characters supports more: up to SMALL_TEXT_PARAMETERS x sqrt(characters), 5 per character
-# at 196,000, 7.4 at 85,000 (bench/QUALITY.md, session 48).
+# at 196,000, 7.5 at 85,000 (bench/QUALITY.md, session 48).
 SMALL_TEXT_PARAMETERS = 2200.0
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2

@@ -214,11 +214,11 @@ def test_a_small_text_supports_more_parameters_per_character_than_a_large_one():
     # bench/QUALITY.md, session 48: at 10 passes the next width up won on texts of 17,000 to 145,000 training
     # characters (argparse.py, 85k and 88 distinct: 2x192 1.234 against the old limit's 2x64 1.445) and lost on two of
     # about 200,000 (_pydecimal.py, 196k and 93 distinct: 2x256 2.432 against 2x192 2.410); tinyshakespeare keeps 2x384
-    def at_ten_passes(chars: int, vocab: int) -> int:
+    def planned_width(chars: int, vocab: int) -> int:
         return plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=5), flops=plan.nominal_flops("cpu-amx"),
                          **{**SHAPE, "vocab_size": vocab, "embedding": vocab + vocab % 2}).hidden
-    assert at_ten_passes(85_168, 88) == 192 and at_ten_passes(195_967, 93) == 192
-    assert at_ten_passes(30_052, 75) == 128 and at_ten_passes(950_000, 65) == 384
+    assert planned_width(85_168, 88) == 192 and planned_width(195_967, 93) == 192
+    assert planned_width(30_052, 75) == 128 and planned_width(950_000, 65) == 384
     assert plan.max_parameters(1_000_000) == plan.PARAMETERS_PER_CHAR * 1_000_000  # a large text: per character
     assert plan.max_parameters(85_000) > 7 * 85_000
 
