@@ -127,10 +127,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   windows against 1.643 with four (at 1.1e-2), and they were not measured at 2e-2.
 - Passes: a --minutes budget that would read the text more than MAX_EPOCHS times stops after MAX_EPOCHS
   passes (the run gets --epochs MAX_EPOCHS; a small text more, below), and its learning rate decays over those
-  passes instead of over the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in 60 minutes (31 passes)
-  own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt scored 2.140 held-out
-  against 2.077 for 15 minutes (7.6 passes, decayed to the end); fixed-step runs decayed over 10.5 and 15.8
-  passes scored 2.086 and 2.109. Capped, the 60-minute run stopped after 19 minutes and scored 2.087.
+  passes instead of over the clock. Past about 9 passes even dropout 0.3 over-fits tinyshakespeare at 2x384: in
+  60 minutes (31 passes) own validation bottomed at 9.3 passes, with the learning rate still high, and best.pt
+  scored 2.140 held-out against 2.077 for 15 minutes (7.6 passes, decayed to the end); fixed-step runs decayed over
+  10.5 and 15.8 passes scored 2.086 and 2.109. Capped, the 60-minute run stopped after 19 minutes and scored 2.087.
   A text under MORE_EPOCHS_BELOW characters gets more: MAX_EPOCHS x the square root of how many times smaller it
   is, up to MOST_EPOCHS (`max_epochs`; 11.9 passes at 85,000 characters, 20 from 30,000 down). Ten passes of such a
   text are a few hundred steps or fewer, seconds of a 5-minute budget. At session 48's widths (two seeds, the
