@@ -1,9 +1,13 @@
+import importlib.util
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import charrnn
 from charrnn import checkpoint, kernels
 from charrnn.cli import app
 from charrnn.config import EvalConfig
@@ -267,3 +271,30 @@ def test_info_shows_a_trained_checkpoints_numbers(memorised_run, runner):
     assert len(machine["history"]["train"]) == state["step"]
     assert state["bf16"] is False  # the memorised run is pinned to fp32
     assert machine["arithmetic"] == "fp32" and "in fp32" in human.stdout
+
+
+def test_bench_ensemble_scores_each_member_as_charrnn_eval_does_and_mixes_their_probabilities(tiny_corpus, tmp_path,
+                                                                                                monkeypatch, capsys):
+    # bench/ensemble.py measures what averaging several runs' predictions would gain (bench/QUALITY.md, session 49):
+    # its members must score as `charrnn eval` scores them, and the mixture must be the mean of their probabilities
+    spec = importlib.util.spec_from_file_location("ensemble", Path(__file__).parents[1] / "bench" / "ensemble.py")
+    ensemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensemble)
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.5])
+    expected = [-math.log((math.exp(-1.0) + math.exp(-3.0)) / 2), -math.log((math.exp(-2.0) + math.exp(-0.5)) / 2)]
+    assert ensemble.mixture_losses([a, b]).tolist() == pytest.approx(expected)
+    assert ensemble.mixture_losses([a, a]).tolist() == pytest.approx(a.tolist())
+
+    runs = [tmp_path / f"run{seed}" for seed in (0, 1)]
+    for seed, run in enumerate(runs):
+        charrnn.train(tiny_corpus, steps=6, seq_len=8, batch_size=2, hidden=16, threads=1, random_seed=seed, out=run)
+    monkeypatch.setattr(sys, "argv", ["ensemble.py", str(tiny_corpus), *map(str, runs)])
+    ensemble.main()
+    report = json.loads(capsys.readouterr().out)
+    alone = [charrnn.load(run, device="cpu").evaluate(tiny_corpus).bits_per_char for run in runs]
+    assert report["members_bits_per_char"] == pytest.approx(alone, abs=1e-4)
+    assert alone[0] != pytest.approx(alone[1], abs=1e-3)  # two different models, so the mixture is a real one
+    models = [charrnn.load(run, device="cpu") for run in runs]
+    ids = torch.tensor(models[0].vocab.encode(tiny_corpus.read_text()))
+    mixed = ensemble.mixture_losses([losses_per_char(m.network, ids) for m in models])
+    assert report["ensemble_bits_per_char"]["2"] == pytest.approx(float(mixed.mean()) / math.log(2), abs=1e-4)
