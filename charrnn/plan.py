@@ -139,6 +139,13 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.444, 2.502; `argparse.py` (85,000, 2x192) 1.234, 1.242, 1.287. From 106,000 up 10 won: `inspect.py` 1.420 at
   10, 1.421 at 15, 1.428 at 20; eval.txt (145,000) 2.097, 2.108, 2.138; `_pydecimal.py` (196,000) 2.410, 2.453
   at 15; syntax.txt 2.412, 2.438.
+  And however small the text, a clock budget reads it for at least MIN_STEPS steps (passes enough for 200 steps of
+  --batch-size x --seq-len characters; a text under 20,480 characters at the defaults): at 20 passes, texts of 5,000
+  to 11,000 characters ran 40 to 105 steps, half of them or more in the 50-step warm-up. At about 200 steps (two
+  seeds, session 49) the Apache licence (9,711 characters) went from 3.199 to 2.768, a slice of tinyshakespeare
+  (10,423) from 2.765 to 2.611, the GPL v1 (10,800) from 3.409 to 3.225, another slice (5,218, char-rnn's layout, two
+  steps a pass: 157 steps) from 3.553 to 3.221; `textwrap.py` (16,859: 163 steps at 20 passes) tied, 2.767 against
+  2.761. At about 300 steps three of the four lost part of that gain again (the Apache licence gained 0.11 more).
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -187,6 +194,9 @@ WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
 MORE_EPOCHS_BELOW = 120_000  # training characters under which a clock budget may read more than MAX_EPOCHS passes
 MOST_EPOCHS = 20.0
+# Steps a clock budget gives at least, however few passes that is past MOST_EPOCHS: a text of 10,000 characters is
+# five steps a pass, and 20 passes of it ended before the run had learnt (bench/QUALITY.md, session 49).
+MIN_STEPS = 200
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
 LONG_SEGMENTS_FROM_EPOCHS = 5.0  # planned passes from which a run reads LONG_SEGMENT_WINDOWS-window segments
 LONG_SEGMENT_WINDOWS = 16  # 1,024 characters at the default --seq-len 64
@@ -265,11 +275,13 @@ def parameters(*, vocab_size: int, hidden: int, layers: int, embedding: int, ski
     return total + outputs * vocab_size + vocab_size
 
 
-def max_epochs(corpus_chars: int) -> float:
-    """The most passes a clock budget reads a text of `corpus_chars` training characters: MAX_EPOCHS, or for a text
-    under MORE_EPOCHS_BELOW MAX_EPOCHS x sqrt(MORE_EPOCHS_BELOW / corpus_chars), at most MOST_EPOCHS (one decimal)."""
+def max_epochs(corpus_chars: int, batch_chars: int) -> float:
+    """The most passes a clock budget reads a text of `corpus_chars` training characters in steps of `batch_chars`:
+    MAX_EPOCHS, or for a text under MORE_EPOCHS_BELOW MAX_EPOCHS x sqrt(MORE_EPOCHS_BELOW / corpus_chars), at most
+    MOST_EPOCHS; and at least the passes MIN_STEPS steps read (one decimal)."""
     more = MAX_EPOCHS * math.sqrt(MORE_EPOCHS_BELOW / max(1, corpus_chars))
-    return round(min(MOST_EPOCHS, max(MAX_EPOCHS, more)), 1)
+    enough_steps = MIN_STEPS * batch_chars / max(1, corpus_chars)
+    return round(max(min(MOST_EPOCHS, max(MAX_EPOCHS, more)), enough_steps), 1)
 
 
 def max_parameters(corpus_chars: int) -> float:
@@ -296,7 +308,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
 
     # Only a clock budget is capped: --steps and --epochs say exactly how much to read.
     capped = bool(budget.minutes) and not budget.steps and not budget.epochs
-    most_passes = max_epochs(corpus_chars)
+    most_passes = max_epochs(corpus_chars, batch_chars)
 
     def chars_read(width: int) -> float:
         limits = [most_passes * corpus_chars] if capped else []
