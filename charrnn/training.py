@@ -252,9 +252,12 @@ def _budget_note(config: TrainConfig, total_steps: int | None) -> str:
     steps = f"{total_steps:,} step{'s' if total_steps != 1 else ''}" if total_steps else ""
     if not config.minutes:
         return f"budget {steps} (the same seed repeats this run exactly)"
-    limits = f"{config.minutes:g} min of wall clock" + (f" or {steps}, whichever ends first" if steps else "")
-    return (f"budget {limits} (the clock sets the last step and the learning-rate decay, so runs differ; --steps or "
-            "--epochs repeat exactly)")
+    if not steps:
+        return (f"budget {config.minutes:g} min of wall clock (the clock sets the last step and the learning-rate decay, "
+                "so runs differ; --steps or --epochs repeat exactly)")
+    # the decay follows whichever of the two is further along (Run.fraction_done): the steps, unless the clock gets ahead
+    return (f"budget {config.minutes:g} min of wall clock or {steps}, whichever ends first (the same seed repeats this "
+            "run exactly unless the clock gets ahead of the steps, as on a slower machine; --steps or --epochs always do)")
 
 
 class _StopRequest:
