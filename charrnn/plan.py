@@ -196,8 +196,8 @@ WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
 MORE_EPOCHS_BELOW = 120_000  # training characters under which a clock budget may read more than MAX_EPOCHS passes
 MOST_EPOCHS = 20.0
-# Steps a clock budget gives at least, however few passes that is past MOST_EPOCHS: a text of 10,000 characters is
-# five steps a pass, and 20 passes of it ended before the run had learnt (bench/QUALITY.md, session 49).
+# Steps a clock budget gives a text at least, even past MOST_EPOCHS passes: a text of 10,000 characters is five steps
+# a pass, and 20 passes of it ended before the run had learnt (bench/QUALITY.md, session 49).
 MIN_STEPS = 200
 SEGMENT_WINDOWS = 4  # a planned segment is this many --seq-len windows: 256 characters at the default 64
 LONG_SEGMENTS_FROM_EPOCHS = 5.0  # planned passes from which a run reads LONG_SEGMENT_WINDOWS-window segments
