@@ -65,10 +65,10 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     `out` (default runs/<corpus name>). Returns when the budget is spent or on Ctrl-C (then `interrupted`).
 
     Options are `charrnn train`'s, as keywords with the same names and defaults: cell, layers, hidden,
-    embedding, skip, dropout, embedding_dropout, variational, weight_drop (model); seq_len, batch_size,
+    embedding, skip, dropout, embedding_dropout, variational, weight_drop, members (model); seq_len, batch_size,
     segment_len, lr, schedule, warmup_steps, grad_clip, weight_decay, steps, epochs, minutes, val_fraction,
     eval_every, random_seed, precision (training); out, resume, force, device, threads, encoding. hidden,
-    weight_drop, segment_len, lr and eval_every that are not given are planned from the corpus size and the budget
+    weight_drop, segment_len, lr, eval_every and members that are not given are planned from the corpus size and the budget
     (charrnn.plan). `on_progress` receives a `Progress` after every step; `log` receives log lines.
     With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
     `threads` holds for the run only: the process's thread count is restored when it returns.
@@ -116,7 +116,7 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"<charrnn.Model {c.cell.value} {c.layers}x{c.hidden}{' with skips' if c.skip else ''}, "
+        return (f"<charrnn.Model {c.describe()}, "
                 f"{len(self.vocab)} characters, from {self.path}>")
 
     @property
@@ -130,7 +130,7 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return self.network.head.weight.device
+        return next(self.network.parameters()).device
 
     def summary(self) -> dict:
         """What `charrnn info --json` prints: configuration, vocabulary, training progress, loss history."""
@@ -232,7 +232,7 @@ class Model:
         c, corpus = self.config, summary.get("corpus") or {}
         name = title or f"charrnn · {self.name}"
         best = summary.get("best_val_bits_per_char")
-        about = {"name": name, "model": f"{c.cell.value.upper()} {c.layers} x {c.hidden}{' with skips' if c.skip else ''}",
+        about = {"name": name, "model": c.describe(upper=True),
                  "parameters": f"{summary['parameters']:,}", "corpus": corpus.get("name", "?"),
                  "validation": f"{best:.3f} bits/char" if best is not None else "n/a",
                  "characters": f"{len(self.vocab)}", "weights": weights}

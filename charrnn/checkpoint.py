@@ -15,7 +15,7 @@ import torch
 from charrnn import files
 from charrnn.config import ModelConfig, bits
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, with_even_embedding
+from charrnn.model import Network, build, with_even_embedding
 from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -87,12 +87,12 @@ def load(path: Path) -> dict:
     return state
 
 
-def restore_model(state: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocab]:
+def restore_model(state: dict, device: torch.device | str = "cpu") -> tuple[Network, Vocab]:
     """A loaded checkpoint's model on `device` in eval mode, and its vocabulary: the one way back from plain data."""
     config = ModelConfig.from_dict(state["model_config"])
     try:
         config, weights = with_even_embedding(config, state["model"])
-        model = CharRNN(config)
+        model = build(config)
         model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, IndexError) as e:
         raise CharRNNError(f"checkpoint weights do not fit its model configuration ({str(e).splitlines()[0][:100]}); "

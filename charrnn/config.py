@@ -151,15 +151,24 @@ class ModelConfig:
     embedding_dropout: float = 0.0  # on the embedded input, which feeds every layer with skips
     variational: bool = False  # one dropout mask per stream and window, shared across time (Gal & Ghahramani 2016)
     weight_drop: float = 0.0  # DropConnect on each layer's hidden-to-hidden weights, one mask per step (Merity et al. 2017)
+    # Networks of this shape trained side by side on the same batches, each on its own loss; the model predicts the
+    # mean of their probabilities (model.Ensemble). 1: one network, as every checkpoint before session 50.
+    members: int = 1
 
     def __post_init__(self):
         check_types(self)
         object.__setattr__(self, "cell", choice(Cell, self.cell, "cell"))
-        for name in ("vocab_size", "layers", "hidden", "embedding"):
+        for name in ("vocab_size", "layers", "hidden", "embedding", "members"):
             _positive(name, getattr(self, name))
         for name in ("dropout", "embedding_dropout", "weight_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+
+    def describe(self, upper: bool = False) -> str:
+        """The shape in words: "lstm 2x256 with skips", and ", 3 members" for an ensemble."""
+        cell = self.cell.value.upper() if upper else self.cell.value
+        return (f"{cell} {self.layers}x{self.hidden}{' with skips' if self.skip else ''}"
+                f"{f', {self.members} members' if self.members > 1 else ''}")
 
     def layer_input_size(self, n: int) -> int:
         """The width of recurrent layer n's input: the embedding, and with skips the layer below's output too."""

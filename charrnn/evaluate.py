@@ -18,7 +18,7 @@ from charrnn.config import EvalConfig, Precision, bits
 from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
 from charrnn.devices import autocast, choose_bf16
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, detach_state
+from charrnn.model import Network, detach_state, member_losses, members, mixture_log_probs
 from charrnn.vocab import Vocab
 
 
@@ -89,7 +89,7 @@ def stream_layout(n: int, streams: int, burn_in: int) -> tuple[Tensor, Tensor, T
 
 
 @torch.no_grad()
-def losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalConfig(), bf16: bool = False,
+def losses_per_char(model: Network, ids: Tensor, *, config: EvalConfig = EvalConfig(), bf16: bool = False,
                     on_chars: Callable[[int], None] | None = None) -> Tensor:
     """Per-character loss in nats (float32, length len(ids) - 1): entry i is the loss on ids[i + 1]."""
     device = next(model.parameters()).device
@@ -114,7 +114,7 @@ def losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalCon
     return result
 
 
-def nats_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig = EvalConfig(), bf16: bool = False) -> tuple[float, int]:
+def nats_per_char(model: Network, ids: Tensor, *, config: EvalConfig = EvalConfig(), bf16: bool = False) -> tuple[float, int]:
     """(mean loss in nats, characters scored) over a text of ids; used by training for validation."""
     losses = losses_per_char(model, ids, config=config, bf16=bf16)
     return float(losses.double().mean()), len(losses)
@@ -125,12 +125,14 @@ class _AdaptingCopy:
 
     The step is the gradient divided by its running RMS (Krause et al. normalise by RMS too; here it is estimated
     online, RMSprop-style), plus a decay towards the trained weights so the copy does not drift.
+    An ensemble's members each step on their own loss; the segment is scored by their mixture.
     """
 
-    def __init__(self, model: CharRNN, lr: float, decay: float):
+    def __init__(self, model: Network, lr: float, decay: float):
         self.model = copy.deepcopy(model).eval()  # no dropout or weight drop while adapting
-        for layer in self.model.layers:  # cuDNN runs a backward only through a layer in training mode; a single
-            layer.train()                # layer's mode changes nothing else (its own dropout acts between layers)
+        for layer in (layer for member in members(self.model) for layer in member.layers):
+            layer.train()  # cuDNN runs a backward only through a layer in training mode; a single layer's mode
+            # changes nothing else (its own dropout acts between layers)
         self.params = list(self.model.parameters())
         self.trained = [p.detach().clone() for p in self.params]
         self.mean_square: list[Tensor | None] = [None] * len(self.params)
@@ -139,10 +141,10 @@ class _AdaptingCopy:
 
     def score_then_adapt(self, x: Tensor, y: Tensor) -> Tensor:
         """Loss in nats on each target of y (1, T) given x (1, T), then one step on their mean."""
-        logits, state = self.model(x, self.state)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")[0]  # (T,)
+        logits, state = self.model(x, self.state, per_member=True)  # (members, 1, T, V)
+        loss = F.cross_entropy(mixture_log_probs(logits).float().transpose(1, 2), y, reduction="none")[0]  # (T,)
         self.model.zero_grad(set_to_none=True)
-        loss.mean().backward()
+        (loss.mean() if len(logits) == 1 else member_losses(logits, y)).backward()
         beta, eps = 0.99, 1e-8
         with torch.no_grad():
             for k, (p, p0) in enumerate(zip(self.params, self.trained)):
@@ -156,7 +158,7 @@ class _AdaptingCopy:
         return loss.detach()
 
 
-def dynamic_step_losses(model: CharRNN, ids: Tensor, *, config: EvalConfig,
+def dynamic_step_losses(model: Network, ids: Tensor, *, config: EvalConfig,
                         on_chars: Callable[[int], None] | None = None) -> Tensor:
     """Dynamic evaluation (Krause et al. 2017; Graves 2013 §3.3) at each of config.dynamic_lr's steps.
 
@@ -209,13 +211,13 @@ def fixed_share(losses: Tensor, share: float) -> Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
-def dynamic_losses_per_char(model: CharRNN, ids: Tensor, *, config: EvalConfig,
+def dynamic_losses_per_char(model: Network, ids: Tensor, *, config: EvalConfig,
                             on_chars: Callable[[int], None] | None = None) -> Tensor:
     """Per-character loss in nats of dynamic evaluation: the fixed-share mixture of its steps' predictions."""
     return fixed_share(dynamic_step_losses(model, ids, config=config, on_chars=on_chars), config.dynamic_share)
 
 
-def evaluate_chunks(model: CharRNN, chunks: Iterator[tuple[Tensor, int]], *, config: EvalConfig, bf16: bool = False,
+def evaluate_chunks(model: Network, chunks: Iterator[tuple[Tensor, int]], *, config: EvalConfig, bf16: bool = False,
                     on_chars: Callable[[int], None] | None = None, name: str = "the text") -> EvalResult:
     """Score a text that arrives in chunks of ids (bounded memory); `unknown` counts characters skipped. A text
     with nothing to score (one known character) is an error naming `name`."""
@@ -289,7 +291,7 @@ class TextSource:
         return iter([(val_ids, 0)])
 
 
-def run(model: CharRNN, vocab: Vocab, source: TextSource, *, config: EvalConfig = EvalConfig(),
+def run(model: Network, vocab: Vocab, source: TextSource, *, config: EvalConfig = EvalConfig(),
         precision: Precision = Precision.FP32, on_chars: Callable[[int], None] | None = None) -> EvalResult:
     """Score `source` with the model; fp32 unless asked (exact, comparable across machines)."""
     device = next(model.parameters()).device

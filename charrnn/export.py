@@ -19,7 +19,7 @@ from torch import Tensor
 
 from charrnn.errors import CharRNNError
 from charrnn.files import PAGE_MARK, utf8
-from charrnn.model import CharRNN
+from charrnn.model import Network
 from charrnn.vocab import Vocab
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8")
@@ -46,7 +46,7 @@ def _b64(t: Tensor) -> str:
     return base64.b64encode(ctypes.string_at(t.data_ptr(), t.numel() * t.element_size())).decode("ascii")
 
 
-def rounded_state_dict(network: CharRNN, weights: str) -> dict[str, Tensor]:
+def rounded_state_dict(network: Network, weights: str) -> dict[str, Tensor]:
     """The state_dict as the exported page computes with it (rounded to `weights`, back in fp32)."""
     _check(weights)
     return {name: round_tensor(t, weights)[0] for name, t in network.state_dict().items()}
@@ -57,14 +57,14 @@ def _check(weights: str) -> None:
         raise CharRNNError(f"--weights {weights!r}: use one of {', '.join(WEIGHT_FORMATS)}")
 
 
-def page(network: CharRNN, vocab: Vocab, *, title: str, about: dict, seed_text: str, weights: str = DEFAULT_WEIGHTS) -> str:
+def page(network: Network, vocab: Vocab, *, title: str, about: dict, seed_text: str, weights: str = DEFAULT_WEIGHTS) -> str:
     """The HTML page: `about` (name, corpus, parameters, bits/char...) is shown as given, escaped."""
     _check(weights)
     c = network.config
     tensors = {name: round_tensor(t, weights)[1] for name, t in network.state_dict().items()}
     shapes = {name: list(t.shape) for name, t in network.state_dict().items()}
     model = {"cell": c.cell.value, "layers": c.layers, "hidden": c.hidden, "embedding": c.embedding, "skip": c.skip,
-             "vocab": vocab.chars, "shapes": shapes, "tensors": tensors, "weights": weights}
+             "members": c.members, "vocab": vocab.chars, "shapes": shapes, "tensors": tensors, "weights": weights}
     template = Template(resources.files("charrnn").joinpath("export_page.html").read_text(encoding="utf-8"))
     # a run name that is not UTF-8 ("\udcff" from b"\xff") becomes "?", so the page can be written as UTF-8; the
     # rest of the page is JSON in ASCII

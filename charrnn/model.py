@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -48,7 +49,8 @@ class CharRNN(nn.Module):
         return [tuple(torch.zeros(1, batch_size, self.config.hidden, device=device) for _ in range(per_layer))
                 for _ in self.layers]
 
-    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, ids: Tensor, state: State | None = None, *, per_member: bool = False) -> tuple[Tensor, State]:
+        """Logits (B, T, V) and the new state; with `per_member`, (1, B, T, V): one member's, as Ensemble gives K."""
         x = self.embedding_dropout(self.embed(ids))  # (B, T, E)
         outputs: list[Tensor] = []  # each layer's output, (B, T, H)
         new_state: State = []
@@ -63,7 +65,7 @@ class CharRNN(nn.Module):
             new_state.append(s if isinstance(s, tuple) else (s,))
         features = torch.cat(outputs, -1) if self.config.skip else outputs[-1]  # (B, T, H·L) with skips
         logits = self.head(self.dropout(features))  # (B, T, V); Graves 2013 §2: every layer feeds the output
-        return logits, new_state
+        return (logits.unsqueeze(0) if per_member else logits), new_state
 
     def _run_layer(self, layer: nn.Module, x: Tensor, state):
         p = self.config.weight_drop
@@ -82,6 +84,70 @@ class CharRNN(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class Ensemble(nn.Module):
+    """`config.members` CharRNNs of one shape side by side: ids (B, T) -> log-probabilities (B, T, V) of the mean of
+    their distributions, which softmax, cross-entropy and sampling read as logits.
+
+    Each member has its own weights and state (the state is the members' layer states in turn) and is trained on its
+    own loss (`member_losses`): averaging the probabilities of networks trained apart beat every single network of
+    the same shape on held-out text (bench/QUALITY.md, session 49), where one network over-fits a small text long
+    before the budget ends.
+    """
+
+    def __init__(self, config: ModelConfig, layer_type: Callable[[str], type[nn.Module]] = kernels.layer):
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(CharRNN(replace(config, members=1), layer_type) for _ in range(config.members))
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        return [layer for member in self.members for layer in member.initial_state(batch_size, device)]
+
+    def forward(self, ids: Tensor, state: State | None = None, *, per_member: bool = False) -> tuple[Tensor, State]:
+        """Mixed log-probabilities (B, T, V), or with `per_member` every member's logits (K, B, T, V); the new state."""
+        states = member_states(state, self.config) if state is not None else [None] * len(self.members)
+        outputs = [member(ids, s) for member, s in zip(self.members, states)]
+        logits = torch.stack([out for out, _ in outputs])
+        new_state = [layer for _, s in outputs for layer in s]
+        return (logits if per_member else mixture_log_probs(logits)), new_state
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+Network = CharRNN | Ensemble
+
+
+def build(config: ModelConfig, layer_type: Callable[[str], type[nn.Module]] = kernels.layer) -> Network:
+    """The network a configuration describes: one CharRNN, or an Ensemble of `config.members`."""
+    return CharRNN(config, layer_type) if config.members == 1 else Ensemble(config, layer_type)
+
+
+def members(network: Network) -> list[CharRNN]:
+    """The CharRNNs a network is made of: itself, or an ensemble's members."""
+    return list(network.members) if isinstance(network, Ensemble) else [network]
+
+
+def member_states(state: State, config: ModelConfig) -> list[State]:
+    """A network's state as each member's: `config.layers` layer states apiece."""
+    return [state[k * config.layers: (k + 1) * config.layers] for k in range(config.members)]
+
+
+def mixture_log_probs(member_logits: Tensor) -> Tensor:
+    """(K, ..., V) logits -> (..., V) log-probabilities of the mean of the K distributions, in fp32; one member's
+    logits pass as they are (softmax reads them the same), so a single network computes what it always did."""
+    if member_logits.shape[0] == 1:
+        return member_logits[0]
+    log_probs = F.log_softmax(member_logits.float(), -1)
+    return torch.logsumexp(log_probs, 0) - math.log(member_logits.shape[0])
+
+
+def member_losses(member_logits: Tensor, targets: Tensor) -> Tensor:
+    """The sum over members of each one's mean cross-entropy (nats) on `targets` (B, T): what training minimises, so
+    each member's gradient is the one it would get trained alone."""
+    flat = member_logits.float().reshape(member_logits.shape[0], -1, member_logits.shape[-1])
+    return sum(F.cross_entropy(logits, targets.reshape(-1)) for logits in flat)
 
 
 class SequenceDropout(nn.Module):
@@ -122,6 +188,8 @@ def with_even_embedding(config: ModelConfig, weights: Mapping[str, Tensor]) -> t
 def pad_embedding_column(name: str, tensor: Tensor, config: ModelConfig) -> Tensor:
     """`tensor` (the weight `name` of a model with `config`, or an optimiser moment of it) with a zero column where the
     embedding ends, if that weight reads the embedding; any other passes unchanged."""
+    if name.startswith("members."):  # an ensemble's member k: members.k.<a CharRNN's name>
+        name = name.split(".", 2)[2]
     reads_embedding = name == "embed.weight" or (
         name.startswith("layers.") and name.endswith(".weight_ih_l0") and (config.skip or name == "layers.0.weight_ih_l0"))
     if not reads_embedding:

@@ -148,6 +148,15 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2.761. At about 300 steps three of the four lost part of that gain again (the Apache licence gained 0.11 more).
   On six texts the floor was not set on (licences and Python modules of 6,000 to 15,500 characters) it beat 20
   passes by 0.13 to 0.76.
+- Members: a --minutes budget that ends its passes early (the cap above) trains as many networks side by side as fit
+  in it at the nominal throughput, up to MAX_MEMBERS, each for the planned passes; the model predicts the mean of their
+  probabilities (model.Ensemble). A text that fits its passes in a few seconds of a 5-minute budget has no better use
+  for the rest: more passes, a wider model, more dropout or smaller batches each lost or went both ways on small
+  texts (bench/QUALITY.md, session 49), while the mixture of 4 runs of the plan (four seeds) beat one on every text
+  of 17,000 to 190,000 characters measured, by 0.056 to 0.151 bits/char (2 runs: 0.037 to 0.098), and two runs of
+  tinyshakespeare's 15-minute plan by 0.038; runs reading the same batches mixed as well as runs reading their own.
+  Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a day at half speed still reads every
+  member's passes. Where the clock ends the passes first (a large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -207,8 +216,13 @@ FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT
 FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
 FRESH_LR = 2e-2
 VALIDATIONS_PER_RUN = 10
+MAX_MEMBERS = 4  # networks a budget trains side by side at most (session 49 measured ensembles of 2 and 4)
+# Members are planned at this fraction of the class's figure: they share the clock, so on a slow day (or one thread)
+# each would read fewer passes than planned, and an ensemble cut to half its passes can score worse than one network
+# that read them all (tinyshakespeare: 5.5 passes 2.03, 10 passes 1.98; two members gained 0.035-0.04).
+MEMBERS_AT_SPEED = 0.5
 # What a plan may set; any explicit option wins.
-PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs")
+PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members")
 
 
 @dataclass(frozen=True)
@@ -231,6 +245,7 @@ class Plan:
     epochs: float  # passes over the training text that makes
     max_epochs: float | None = None  # for a --minutes budget that would read more: stop after this many passes
     narrowed_from: int | None = None  # the width the budget allowed, where the device trains it slower than counted
+    members: int = 1  # networks trained side by side (model.Ensemble)
 
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
@@ -239,6 +254,9 @@ class Plan:
                   "eval_every": f"--eval-every {self.eval_every}"}
         if self.max_epochs:  # planned only when the clock would read more
             values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
+        if self.members > 1:  # one network is what a user expects: named only when the plan trains more
+            values["members"] = (f"--members {self.members} (the budget trains {self.members} networks for those "
+                                 "passes; their mean predicts)")
         picked = ", ".join(values[name] for name in PLANNED if name in chosen and name in values)
         narrowed = (f" (not --hidden {self.narrowed_from}: this device trains it slower than planned, in fp32, since its "
                     "bf16 gradients are wrong here)" if self.narrowed_from else "")
@@ -294,13 +312,15 @@ def max_parameters(corpus_chars: int) -> float:
 
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
          skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None,
-         segment_len: int | None = None, at_full_speed: Callable[[int], bool] = lambda width: True) -> Plan:
+         segment_len: int | None = None, members: int | None = None,
+         at_full_speed: Callable[[int], bool] = lambda width: True) -> Plan:
     """The settings for a run on `corpus_chars` characters of training text within `budget`.
 
     `flops` (`nominal_flops`, all processes) turns minutes into characters; `batch_chars` (batch size x sequence
     length, all processes) turns steps into characters; `seq_len` (one window) sizes the planned segments;
     `hidden` and `segment_len`, when the user chose them, are kept and the rest is planned around them (the peak
-    learning rate follows the order the run will read in, planned or chosen). `at_full_speed(width)` says whether
+    learning rate follows the order the run will read in, planned or chosen), as are `members` (the ensemble's
+    size; None: as many networks as the clock trains for the planned passes). `at_full_speed(width)` says whether
     the device trains that width at the speed `flops` counts (a bf16 class trains a width whose bf16 gradients are
     wrong in fp32); the plan takes the widest that fits and does, asking from the widest fitting one down.
     """
@@ -351,9 +371,13 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         # the planned length, else four windows where the text is too short to shuffle it; else char-rnn's slices
         segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
+    if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
+        whole_budget = budget.minutes * 60 * flops / (6 * count(hidden)) if capped else chars
+        fit = math.floor(whole_budget * MEMBERS_AT_SPEED / chars) if math.isfinite(chars) else 1
+        members = max(1, min(MAX_MEMBERS, fit))
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
                 eval_every=eval_every, chars=chars, epochs=epochs,
                 max_epochs=most_passes if capped and chars >= most_passes * corpus_chars else None,
-                narrowed_from=narrowed_from)
+                narrowed_from=narrowed_from, members=members)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from charrnn import kernels
 from charrnn.config import Cell, SampleConfig
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, Network, member_states, members, mixture_log_probs
 from charrnn.vocab import Vocab
 
 
@@ -127,19 +127,45 @@ class FastStepper:
         return self._addmm(self.head_b, features, self.head_w), new_state
 
 
+class EnsembleStepper:
+    """FastStepper for every member of an ensemble, their logits mixed as model.Ensemble mixes them."""
+
+    def __init__(self, model: Network):
+        self.config = model.config
+        self.steppers = [FastStepper(member) for member in members(model)]
+
+    def initial_state(self, model_state) -> list[tuple[Tensor, ...]]:
+        return [layer for stepper, s in zip(self.steppers, member_states(model_state, self.config))
+                for layer in stepper.initial_state(s)]
+
+    @torch.inference_mode()
+    def step(self, ids: Tensor, state: list[tuple[Tensor, ...]]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
+        """ids (B,) -> log-probabilities of the mixture (B, V), new state."""
+        outputs = [stepper.step(ids, s) for stepper, s in zip(self.steppers, member_states(state, self.config))]
+        return mixture_log_probs(torch.stack([logits for logits, _ in outputs])), [layer for _, s in outputs for layer in s]
+
+
+def stepper(model: Network) -> FastStepper | EnsembleStepper:
+    """The batch-1 stepper for a network: a CharRNN's own, or one that mixes an ensemble's members."""
+    return FastStepper(model) if isinstance(model, CharRNN) else EnsembleStepper(model)
+
+
 def _lstm_gate_order(hidden: int) -> Tensor:
     """nn.LSTM stores gates as (i, f, g, o); the stepper wants (i, f, o, g)."""
     i, f, g, o = (torch.arange(k * hidden, (k + 1) * hidden) for k in range(4))
     return torch.cat([i, f, o, g])
 
 
-def overflows_float32(model: CharRNN, temperature: float) -> bool:
+def overflows_float32(model: Network, temperature: float) -> bool:
     """Whether logits / temperature could overflow float32, making softmax NaN. Once per sample, not per character
     (a test on each character's logits cost 7-14% of sampling): every feature the head reads is a hidden state
-    in [-1, 1], so no logit exceeds max |bias| + sum |weights| of a row; twice that covers rounding."""
-    head = model.head
-    bound = 2 * (head.weight.detach().abs().sum(1) + head.bias.detach().abs()).max().float()
-    return not math.isfinite((bound.cpu().reshape(1) / temperature).item())
+    in [-1, 1], so no logit exceeds max |bias| + sum |weights| of a row; twice that covers rounding. An ensemble's
+    mixed log-probabilities lie within twice its members' largest bound plus log(V x members) of zero."""
+    bound = max(2 * (m.head.weight.detach().abs().sum(1) + m.head.bias.detach().abs()).max().float().cpu()
+                for m in members(model))
+    if model.config.members > 1:
+        bound = 2 * bound + math.log(model.config.vocab_size * model.config.members)
+    return not math.isfinite((bound.reshape(1) / temperature).item())
 
 
 def make_generator(random_seed: int | None, device: torch.device) -> torch.Generator:
@@ -153,7 +179,7 @@ PRIME_CHUNK = 16_384
 
 
 @torch.inference_mode()
-def generate(model: CharRNN, vocab: Vocab, seed_text: str, config: SampleConfig,
+def generate(model: Network, vocab: Vocab, seed_text: str, config: SampleConfig,
              generator: torch.Generator) -> Iterator[list[str]]:
     """Yield, per step, one new character for each of config.num_samples samples ("" once a sample has stopped).
 
@@ -170,8 +196,8 @@ def generate(model: CharRNN, vocab: Vocab, seed_text: str, config: SampleConfig,
         logits, model_state = model(chunk, model_state)
     n = config.num_samples
     state = [tuple(t.expand(-1, n, -1).contiguous() for t in layer) for layer in model_state]
-    stepper = FastStepper(model)
-    state = stepper.initial_state(state)
+    steps = stepper(model)
+    state = steps.initial_state(state)
     logits = logits[:, -1].expand(n, -1)  # (N, V)
     active = torch.ones(n, dtype=torch.bool)
     tails = [""] * n
@@ -195,4 +221,4 @@ def generate(model: CharRNN, vocab: Vocab, seed_text: str, config: SampleConfig,
         yield out
         if not active.any():
             return
-        logits, state = stepper.step(ids, state)
+        logits, state = steps.step(ids, state)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
@@ -23,7 +22,7 @@ from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, sugg
 from charrnn.devices import autocast, bf16_fault, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
-from charrnn.model import CharRNN, State, detach_state, pad_embedding_column, with_even_embedding
+from charrnn.model import Network, State, build, detach_state, member_losses, members, pad_embedding_column, with_even_embedding
 
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
 
@@ -53,6 +52,7 @@ class ModelOptions:
     embedding_dropout: float = 0.0
     variational: bool = False
     weight_drop: float = 0.0
+    members: int = 1
 
     def __post_init__(self):
         check_types(self)
@@ -63,7 +63,7 @@ class ModelOptions:
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
                            embedding=embedding, skip=self.skip, dropout=self.dropout,
                            embedding_dropout=self.embedding_dropout, variational=self.variational,
-                           weight_drop=self.weight_drop)
+                           weight_drop=self.weight_drop, members=self.members)
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class Run:
     corpus: Corpus
     model_config: ModelConfig
     config: TrainConfig
-    model: CharRNN
+    model: Network
     wrapped: torch.nn.Module  # the model, or DDP around it under torchrun
     optimizer: torch.optim.Optimizer
     batches: StreamBatches
@@ -214,7 +214,7 @@ def _two_groups(saved: dict, model: torch.nn.Module) -> dict:
             "param_groups": groups}
 
 
-def _pad_moments(optimizer: torch.optim.Optimizer, model: CharRNN, saved: ModelConfig) -> None:
+def _pad_moments(optimizer: torch.optim.Optimizer, model: Network, saved: ModelConfig) -> None:
     """Adam's moments of a checkpoint whose odd embedding was padded (model.with_even_embedding), padded alike; the
     zero column's moments are zero, as if the column had always been there."""
     if saved.embedding == model.config.embedding:
@@ -298,7 +298,7 @@ def _resolve_out(job: TrainJob) -> Path:
 
 def _merge_on_resume(job: TrainJob, state: dict) -> tuple[ModelConfig, TrainConfig]:
     model_config = ModelConfig.from_dict(state["model_config"])
-    for name in ("cell", "layers", "hidden", "embedding", "skip"):
+    for name in ("cell", "layers", "hidden", "embedding", "skip", "members"):
         if name in job.explicit:
             wanted = getattr(job.model, name)
             have = getattr(model_config, name)
@@ -386,7 +386,7 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
     device = ctx.device
 
     torch.manual_seed(config.random_seed)
-    model = CharRNN(model_config).to(device)
+    model = build(model_config).to(device)
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len, segment_len=config.segment_len,
                             seed=config.random_seed, rank=ctx.rank, world_size=ctx.world_size)
     # From here on each step reuses the last step's memory; turned on after the corpus is read so that its
@@ -451,8 +451,10 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         seq_len=config.seq_len,
                         hidden=None if "hidden" in chosen else options.hidden,
                         segment_len=None if "segment_len" in chosen else config.segment_len,
+                        members=None if "members" in chosen else options.members,
                         at_full_speed=at_full_speed)
-    options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop") if name in chosen})
+    options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop", "members")
+                                  if name in chosen})
     config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "lr", "eval_every") if name in chosen})
     if "epochs" in chosen and planned.max_epochs:  # a clock budget longer than the text can use
         config = replace(config, epochs=planned.max_epochs)
@@ -467,7 +469,7 @@ def _first_log_line(run: Run) -> str:
     c, m, ctx = run.corpus, run.model_config, run.ctx
     resuming = f"resuming {run.out} at step {run.first_step}; " if run.first_step else ""
     return (f"{resuming}corpus {c.name}: {len(c.ids):,} chars, {len(c.vocab)} distinct; "
-            f"model {m.cell.value} {m.layers}x{m.hidden}{' with skips' if m.skip else ''}, "
+            f"model {m.describe()}, "
             f"{run.model.parameter_count():,} parameters; device {run.device}"
             f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}, {run.arithmetic}; "
             f"{_budget_note(run.config, run.total_steps)}; {run.plan_note}")
@@ -496,13 +498,14 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
                 group["lr"] = lr
             x, y = (t.to(run.device, non_blocking=True) for t in batches.window(state.step))  # (B, T) each
             with autocast(run.device, run.bf16):
-                logits, state.hidden = run.wrapped(x, state.hidden)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+                logits, state.hidden = run.wrapped(x, state.hidden, per_member=True)  # (members, B, T, V)
+            loss = member_losses(logits, y)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            loss_nats = loss.item()
+                for member in members(model):  # each member clipped as if it trained alone
+                    torch.nn.utils.clip_grad_norm_(member.parameters(), config.grad_clip)
+            loss_nats = loss.item() / run.model_config.members  # a member's mean
             if distributed.any_rank(not loss_nats <= diverged_nats, ctx):  # NaN fails every comparison
                 _diverged(run, state.step + 1, loss_nats)
             run.optimizer.step()

@@ -45,14 +45,15 @@ def generated_text(dom: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Three small trained models: an LSTM and a GRU with skips, and an LSTM without."""
+    """Four small trained models: an LSTM and a GRU with skips, an LSTM without, and an ensemble of three LSTMs."""
     root = tmp_path_factory.mktemp("export")
     corpus = root / "tiny.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
     runs = {}
-    for name, cell, skip in (("lstm", Cell.LSTM, True), ("gru", Cell.GRU, True), ("noskip", Cell.LSTM, False)):
+    for name, cell, skip, members in (("lstm", Cell.LSTM, True, 1), ("gru", Cell.GRU, True, 1),
+                                      ("noskip", Cell.LSTM, False, 1), ("ensemble", Cell.LSTM, True, 3)):
         job = tiny_job(corpus, root / name, steps=60, lr=1e-2)
-        run(replace(job, model=ModelOptions(cell=cell, skip=skip, hidden=32, embedding=8)))
+        run(replace(job, model=ModelOptions(cell=cell, skip=skip, hidden=32, embedding=8, members=members)))
         runs[name] = root / name
     return runs
 
@@ -93,7 +94,7 @@ def test_export_writes_the_page_and_names_its_size(runner, memorised_run, tmp_pa
 
 
 @needs_chromium
-@pytest.mark.parametrize("name", ["lstm", "gru", "noskip"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "noskip", "ensemble"])
 def test_the_pages_greedy_text_is_the_python_apis_on_the_same_weights(trained, tmp_path, name):
     model = charrnn.load(trained[name], device="cpu")
     page = tmp_path / "m.html"

@@ -346,7 +346,10 @@ def test_a_clock_budget_on_a_small_text_ends_after_the_planned_passes(tiny_corpu
     assert result.steps == saved["step"]
     # the steps end it long before the clock, so it is the run those passes give, and the first line says so
     assert "the same seed repeats this run exactly unless the clock gets ahead of the steps" in lines[0]
-    charrnn.train(tiny_corpus, epochs=plan.MOST_EPOCHS, seq_len=8, batch_size=2, hidden=16, out=tmp_path / "passes")
+    members = saved["model_config"]["members"]  # the rest of the clock trains more networks (planned below)
+    assert members == plan.MAX_MEMBERS and f"--members {members}" in lines[0]
+    charrnn.train(tiny_corpus, epochs=plan.MOST_EPOCHS, seq_len=8, batch_size=2, hidden=16, members=members,
+                  out=tmp_path / "passes")
     by_passes = torch.load(tmp_path / "passes" / "latest.pt", weights_only=True)
     assert by_passes["step"] == saved["step"]
     assert all(torch.equal(tensor, by_passes["model"][name]) for name, tensor in saved["model"].items())

@@ -8,15 +8,16 @@ import torch
 from torch import Tensor
 
 from charrnn.config import Cell, bits
-from charrnn.model import CharRNN
-from charrnn.sampling import FastStepper
+from charrnn.model import Network
+from charrnn.sampling import stepper
 from charrnn.vocab import Vocab
 
 
 @dataclass
 class Trace:
     """Per position i of a text: bits[i] is the loss on text[i] (NaN for i = 0, which has no prediction),
-    top[i] the 5 likeliest characters for position i with probabilities, activations[i] (L, H) the cells."""
+    top[i] the 5 likeliest characters for position i with probabilities, activations[i] (L, H) the cells (an
+    ensemble's first member's: each member has cells of its own)."""
 
     text: str
     bits: list[float]
@@ -25,20 +26,21 @@ class Trace:
 
 
 @torch.inference_mode()
-def trace(model: CharRNN, vocab: Vocab, text: str) -> Trace:
+def trace(model: Network, vocab: Vocab, text: str) -> Trace:
     """Step through the text one character at a time (the sampler's stepper, which matches the fused forward)."""
     ids = torch.tensor(vocab.encode(text), dtype=torch.long)
     model.eval()
-    stepper = FastStepper(model)
-    state = stepper.initial_state(model.initial_state(1))
+    steps = stepper(model)
+    state = steps.initial_state(model.initial_state(1))
+    shown = model.config.layers  # the first member's layers: an ensemble's state holds each member's in turn
     losses = [float("nan")]
     top: list[list[tuple[str, float]]] = [[]]
     acts = []
     lstm = model.config.cell is Cell.LSTM
     for i in range(len(ids)):
-        logits, state = stepper.step(ids[i: i + 1], state)
+        logits, state = steps.step(ids[i: i + 1], state)
         # LSTM: tanh of the memory cell c (the "cell" of Karpathy et al.); GRU/RNN: the hidden state.
-        acts.append(torch.stack([torch.tanh(layer[1][0]) if lstm else layer[0][0] for layer in state]))
+        acts.append(torch.stack([torch.tanh(layer[1][0]) if lstm else layer[0][0] for layer in state[:shown]]))
         if i + 1 < len(ids):
             logp = logits[0].float().log_softmax(-1)
             losses.append(bits(float(-logp[ids[i + 1]])))

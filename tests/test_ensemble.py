@@ -1,0 +1,188 @@
+"""Ensembles (--members K): K networks trained side by side, each as it would be alone, predicting the mean of their
+probabilities everywhere a model predicts: validation, eval (static and dynamic), sampling, `charrnn show`."""
+
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+import charrnn
+from charrnn import checkpoint, plan
+from charrnn.cli import app
+from charrnn.config import EvalConfig, bits
+from charrnn.evaluate import dynamic_step_losses, losses_per_char
+from charrnn.model import CharRNN, Ensemble, build, members, with_even_embedding
+from charrnn.sampling import EnsembleStepper, stepper
+from charrnn.training import ModelOptions, run
+
+from .conftest import TINY_TEXT, tiny_config, tiny_job
+
+
+def mixed(member_losses: torch.Tensor) -> torch.Tensor:
+    """Per-character loss (nats) of the mean of K predictors' probabilities, from their own losses (K, N)."""
+    return -(torch.logsumexp(-member_losses.double(), 0) - torch.log(torch.tensor(float(len(member_losses)))))
+
+
+def ensemble(k: int = 3, **overrides) -> Ensemble:
+    torch.manual_seed(0)
+    return build(tiny_config(members=k, **overrides)).eval()
+
+
+def test_an_ensemble_predicts_the_mean_of_its_members_probabilities():
+    model = ensemble()
+    assert isinstance(model, Ensemble) and isinstance(build(tiny_config()), CharRNN)
+    ids = torch.randint(0, 29, (2, 11))
+    log_probs, state = model(ids)
+    alone = torch.stack([member(ids)[0].softmax(-1) for member in members(model)])  # (K, B, T, V)
+    assert torch.allclose(log_probs.exp(), alone.mean(0), atol=1e-6)
+    assert not torch.allclose(alone[0], alone[1])  # the members differ, so the mean is not any one of them
+    per_member, _ = model(ids, per_member=True)
+    assert per_member.shape == (3, 2, 11, 29)
+    assert len(state) == 3 * model.config.layers
+    assert model.parameter_count() == 3 * members(model)[0].parameter_count()
+
+
+def test_evaluation_scores_the_mixture_of_the_members_as_bench_ensemble_mixes_separate_runs():
+    model = ensemble()
+    ids = torch.randint(0, 29, (300,))
+    config = EvalConfig(streams=3, burn_in=8, window=32)
+    each = torch.stack([losses_per_char(member, ids, config=config) for member in members(model)])
+    assert torch.allclose(losses_per_char(model, ids, config=config).double(), mixed(each), atol=1e-5)
+
+
+def test_the_sampler_steps_the_mixture_the_fused_forward_computes():
+    model = ensemble(cell="gru")
+    ids = torch.randint(0, 29, (1, 20))
+    fused, _ = model(ids)
+    steps = stepper(model)
+    assert isinstance(steps, EnsembleStepper)
+    state = steps.initial_state(model.initial_state(1))
+    for t in range(ids.shape[1]):
+        log_probs, state = steps.step(ids[:, t], state)
+        assert torch.allclose(log_probs, fused[:, t], atol=1e-5)
+
+
+def test_dynamic_evaluation_adapts_each_member_on_its_own_loss():
+    model = ensemble(2)
+    ids = torch.randint(0, 29, (200,))
+    config = EvalConfig(dynamic=True, dynamic_lr=(1e-3, 3e-3), dynamic_window=(20, 50))
+    each = torch.stack([dynamic_step_losses(member, ids, config=config) for member in members(model)])  # (K, steps, N)
+    together = dynamic_step_losses(model, ids, config=config)
+    for step in range(2):
+        assert torch.allclose(together[step].double(), mixed(each[:, step]), atol=1e-5)
+    assert torch.equal(model(ids[None, :5])[0], ensemble(2)(ids[None, :5])[0])  # the caller's model is unchanged
+
+
+def test_each_member_of_a_joint_run_trains_as_it_would_alone(tiny_corpus, tmp_path):
+    job = tiny_job(tiny_corpus, tmp_path / "alone", steps=20)
+    run(job)
+    run(replace(job, out=tmp_path / "joint", model=replace(job.model, members=2)))
+    alone = torch.load(tmp_path / "alone" / "latest.pt", weights_only=True)
+    joint = torch.load(tmp_path / "joint" / "latest.pt", weights_only=True)
+    assert all(torch.equal(joint["model"][f"members.0.{name}"], t) for name, t in alone["model"].items())
+    assert not torch.equal(joint["model"]["members.1.head.weight"], alone["model"]["head.weight"])
+    assert joint["model_config"]["members"] == 2
+    # its training loss is a member's mean, comparable with one network's
+    first = alone["history"]["train"][0][1]
+    assert joint["history"]["train"][0][1] == pytest.approx(first, rel=0.05)
+
+
+def test_an_ensemble_resumes_exactly_and_keeps_its_members(tiny_corpus, tmp_path, runner):
+    job = tiny_job(tiny_corpus, tmp_path / "straight", steps=20)
+    job = replace(job, model=replace(job.model, members=2, weight_drop=0.2))
+    run(job)
+
+    def interrupt_at_step_7(progress):
+        if progress.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; the loop saves and stops at the step boundary
+
+    assert run(replace(job, out=tmp_path / "halves"), on_progress=interrupt_at_step_7).interrupted
+    run(replace(job, out=tmp_path / "halves", resume=True))
+    straight = torch.load(tmp_path / "straight" / "latest.pt", weights_only=True)["model"]
+    halves = torch.load(tmp_path / "halves" / "latest.pt", weights_only=True)["model"]
+    assert all(torch.equal(t, halves[name]) for name, t in straight.items())
+    refused = runner.invoke(app, ["train", str(tiny_corpus), "--out", str(tmp_path / "halves"), "--resume",
+                                  "--members", "3"])
+    assert refused.exit_code == 1 and "--members 3 differs from the checkpoint's 2" in refused.stderr
+
+
+def test_an_ensemble_with_an_odd_embedding_loads_padded_and_computes_the_same():
+    model = ensemble(2, embedding=7)
+    config, weights = with_even_embedding(model.config, model.state_dict())
+    padded = build(config)
+    padded.load_state_dict(weights)
+    ids = torch.randint(0, 29, (2, 9))
+    assert config.embedding == 8 and torch.allclose(model(ids)[0], padded.eval()(ids)[0], atol=1e-6)
+
+
+def test_a_checkpoint_from_before_ensembles_is_one_network(tmp_path):
+    model = build(tiny_config())
+    saved = tmp_path / "old.pt"
+    config = model.config.to_dict()
+    del config["members"]  # as every checkpoint before session 50 wrote it
+    checkpoint.save(saved, {"model_config": config, "model": model.state_dict(), "vocab": sorted(set(TINY_TEXT))})
+    loaded, _ = checkpoint.restore_model(checkpoint.load(saved))
+    assert isinstance(loaded, CharRNN) and loaded.config.members == 1
+
+
+def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
+    shape = {"vocab_size": 65, "layers": 2, "embedding": 66, "skip": True, "cell": "lstm", "batch_chars": 2048,
+             "seq_len": 64}
+    amx = plan.nominal_flops("cpu-amx")
+
+    def planned(chars, **budget):
+        return plan.plan(corpus_chars=chars, budget=plan.Budget(**budget), flops=amx, **shape)
+
+    small = planned(85_000, minutes=5)
+    assert small.members == plan.MAX_MEMBERS and "--members 4" in small.describe(plan.PLANNED)
+    # tinyshakespeare: its passes fill the 5 and 15 minutes at half speed; an hour trains four networks
+    assert [planned(953_000, minutes=m).members for m in (5, 15, 60)] == [1, 1, 4]
+    assert planned(14_000_000, minutes=60).members == 1  # the clock ends a large text's passes: one network
+    for budget in ({"steps": 100}, {"epochs": 3.0}, {"minutes": 60, "steps": 100}):  # the user said how much to read
+        assert planned(85_000, **budget).members == 1
+    assert plan.plan(corpus_chars=85_000, budget=plan.Budget(minutes=5), flops=amx, members=2, **shape).members == 2
+    for chars in (20_000, 85_000, 190_000, 400_000, 953_000, 3_000_000):  # a longer budget never trains fewer
+        counts = [planned(chars, minutes=m).members for m in (1, 2, 5, 10, 15, 30, 60, 120)]
+        assert counts == sorted(counts), (chars, counts)
+
+
+def test_the_command_line_trains_samples_scores_and_shows_an_ensemble(tiny_corpus, tmp_path, runner):
+    out = tmp_path / "run"
+    trained = runner.invoke(app, ["train", str(tiny_corpus), "--steps", "30", "--hidden", "16", "--seq-len", "16",
+                                  "--batch-size", "4", "--members", "2", "--out", str(out), "--quiet"])
+    assert trained.exit_code == 0, trained.stderr
+    model = charrnn.load(out, device="cpu")
+    assert model.config.members == 2 and "2 members" in repr(model)
+    sampled = runner.invoke(app, ["sample", "-c", str(out), "--seed", "the ", "--length", "50", "--temperature", "0"])
+    assert sampled.exit_code == 0 and sampled.stdout.removesuffix("\n") == model.generate("the ", length=50, temperature=0)
+    scored = model.evaluate(tiny_corpus)
+    network = model.network
+    ids = torch.tensor(model.vocab.encode(TINY_TEXT))
+    each = torch.stack([losses_per_char(member, ids) for member in members(network)])
+    assert scored.nats_per_char == pytest.approx(float(mixed(each).mean()), rel=1e-5)
+    traced = model.trace("the quick brown fox")
+    assert traced.activations.shape == (19, network.config.layers, 16)  # the first member's cells
+    with torch.no_grad():
+        log_probs, _ = network(torch.tensor([model.vocab.encode("the quick brown fox")]))
+    assert traced.bits[1] == pytest.approx(bits(-float(log_probs[0, 0, model.vocab.encode("h")[0]])), rel=1e-4)
+    bad = runner.invoke(app, ["train", str(tiny_corpus), "--members", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and bad.stderr.strip().endswith("--members must be greater than 0, got 0")
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_clock_budget_on_a_tiny_text_trains_planned_members_through_training(tiny_corpus, tmp_path):
+    lines = []
+    small = {"minutes": 1, "seq_len": 32, "batch_size": 8, "hidden": 8}
+    charrnn.train(tiny_corpus, out=tmp_path / "run", log=lines.append, **small)
+    assert f"{plan.MAX_MEMBERS} members" in lines[0] and f"--members {plan.MAX_MEMBERS}" in lines[0]
+    loaded = charrnn.load(tmp_path / "run", device="cpu")
+    assert loaded.config.members == plan.MAX_MEMBERS
+
+    def stop_at_once(progress):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the run saves after its first step
+
+    charrnn.train(tiny_corpus, members=1, out=tmp_path / "one", on_progress=stop_at_once, **small)
+    assert charrnn.load(tmp_path / "one", device="cpu").config.members == 1  # the user's --members wins
+    assert ModelOptions().members == 1
