@@ -91,13 +91,17 @@ def main() -> None:
               **({"planned_as": f"{args.planned_as}, {args.minutes:g} minutes"} if args.planned_as else {}),
               "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",
               "model": f"{model['layers']}x{model['hidden']} {model['cell']}, dropout {model['dropout']:g}, "
-                       f"weight drop {model.get('weight_drop', 0):g}",
+                       f"weight drop {model.get('weight_drop', 0):g}{_members(model)}",
               "steps": state["step"], "held_out_bits_per_char": round(report["bits_per_char"], 4),
               "own_validation_bits_per_char": round(bits(min(v for _, v, _ in state["history"]["val"])), 4),
               "cpu": cpu_name(), "gemm_fp32_gflops": round((gemm_before + gemm_gflops()) / 2),
               "date": time.strftime("%Y-%m-%d"), "work": str(work),
               "summary": trained.stderr.strip().splitlines()[-1]}
     print(json.dumps(result))
+
+
+def _members(model: dict) -> str:
+    return f", {model['members']} members" if model.get("members", 1) > 1 else ""
 
 
 if __name__ == "__main__":
