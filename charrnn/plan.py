@@ -155,6 +155,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   texts (bench/QUALITY.md, session 49), while the mixture of 4 runs of the plan (four seeds) beat one on every text
   of 17,000 to 190,000 characters measured, by 0.056 to 0.151 bits/char (2 runs: 0.037 to 0.098), and two runs of
   tinyshakespeare's 15-minute plan by 0.038; runs reading the same batches mixed as well as runs reading their own.
+  Trained together in one run (session 50, the `cpu-amx` 5-minute plan in fixed steps, two seeds), 4 members beat
+  one network on the same eight texts by 0.047 to 0.169 and matched the separate runs mixed; timed, five texts of
+  11,000 to 236,000 characters (three not among the eight) gained 0.089 to 0.181, the longest in 2.5 of its 5 minutes.
   Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a day at half speed still reads every
   member's passes. Where the clock ends the passes first (a large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.

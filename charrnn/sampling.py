@@ -44,9 +44,9 @@ class FastStepper:
     bench/RESULTS.md), torch.addmm elsewhere.
     """
 
-    def __init__(self, model: CharRNN):
+    def __init__(self, model: CharRNN, products=None):
         c = model.config
-        self.products = kernels.batch1_products(model.head.weight)
+        self.products = products or kernels.batch1_products(model.head.weight)
         self.cell = c.cell
         self.hidden = c.hidden
         self.skip = c.skip
@@ -85,64 +85,92 @@ class FastStepper:
         """bias (N,) or (B, N) + x (B, K) @ w."""
         return self.products.addmm(bias, x, w)
 
+    def _lookup(self, table: Tensor, ids: Tensor) -> Tensor:
+        """Each id's row of a layer's table: (B, G·H)."""
+        return table[ids]
+
     def initial_state(self, model_state) -> list[tuple[Tensor, ...]]:
         """From CharRNN's state ((1, B, H) tensors) to this stepper's ((B, H) tensors)."""
         return [tuple(t[0].contiguous() for t in layer) for layer in model_state]
 
+    def first_member(self, state: list[tuple[Tensor, ...]]) -> list[tuple[Tensor, ...]]:
+        """The state per layer as (B, H) tensors: this network's (an ensemble's first member's)."""
+        return state
+
     @torch.inference_mode()
     def step(self, ids: Tensor, state: list[tuple[Tensor, ...]]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
-        """ids (B,) -> logits (B, V), new state."""
+        """ids (B,) -> logits (B, V), new state. (Written for any leading dimensions: EnsembleStepper adds one.)"""
         H = self.hidden
         below: Tensor | None = None
         new_state = []
         outputs = []
         for n, table in enumerate(self.tables):
-            x = table[ids]  # (B, G·H)
+            x = self._lookup(table, ids)  # (B, G·H)
             if self.cell is Cell.GRU:
                 (h,) = state[n]
                 gi = x if below is None else self._addmm(x, below, self.weights[n])
                 w_hh, b_hh = self.gru_hh[n]
                 gh = self._addmm(b_hh, h, w_hh)
-                rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
-                r, z = rz[:, :H], rz[:, H:]
-                candidate = torch.tanh(torch.addcmul(gi[:, 2 * H:], r, gh[:, 2 * H:]))
+                rz = torch.sigmoid(gi[..., : 2 * H] + gh[..., : 2 * H])
+                r, z = rz[..., :H], rz[..., H:]
+                candidate = torch.tanh(torch.addcmul(gi[..., 2 * H:], r, gh[..., 2 * H:]))
                 h = candidate + z * (h - candidate)  # (1 - z)·n + z·h
                 new_state.append((h,))
             else:
                 prev = state[n]
-                h_in = prev[0] if below is None else torch.cat([below, prev[0]], 1)
+                h_in = prev[0] if below is None else torch.cat([below, prev[0]], -1)
                 gates = self._addmm(x, h_in, self.weights[n])  # (B, G·H)
                 if self.cell is Cell.LSTM:
-                    ifo = torch.sigmoid(gates[:, : 3 * H])
-                    g = torch.tanh(gates[:, 3 * H:])
-                    c = torch.addcmul(ifo[:, H: 2 * H] * prev[1], ifo[:, :H], g)
-                    h = ifo[:, 2 * H:] * torch.tanh(c)
+                    ifo = torch.sigmoid(gates[..., : 3 * H])
+                    g = torch.tanh(gates[..., 3 * H:])
+                    c = torch.addcmul(ifo[..., H: 2 * H] * prev[1], ifo[..., :H], g)
+                    h = ifo[..., 2 * H:] * torch.tanh(c)
                     new_state.append((h, c))
                 else:
                     h = torch.tanh(gates)
                     new_state.append((h,))
             outputs.append(h)
             below = h
-        features = torch.cat(outputs, 1) if self.skip else outputs[-1]
+        features = torch.cat(outputs, -1) if self.skip else outputs[-1]
         return self._addmm(self.head_b, features, self.head_w), new_state
 
 
-class EnsembleStepper:
-    """FastStepper for every member of an ensemble, their logits mixed as model.Ensemble mixes them."""
+class EnsembleStepper(FastStepper):
+    """FastStepper's arithmetic for all of an ensemble's members at once, their logits mixed as model.Ensemble mixes
+    them: each member's tables and matrices stacked (K, ...), one batched product (baddbmm) for every member where
+    stepping them in turn took one each. Twice as fast as members in turn with 4 members of 2x192 (bench/QUALITY.md,
+    session 50). Its state is per layer (K, B, H)."""
 
     def __init__(self, model: Network):
-        self.config = model.config
-        self.steppers = [FastStepper(member) for member in members(model)]
+        self.config = c = model.config
+        each = [FastStepper(member, products=kernels.PlainProducts) for member in members(model)]  # (in, out) matrices
+        self.cell, self.hidden, self.skip = c.cell, c.hidden, c.skip
+        self.tables = [torch.stack(layer) for layer in zip(*(s.tables for s in each))]  # (K, V, G·H)
+        self.weights = [torch.stack(layer) for layer in zip(*(s.weights for s in each))]  # (K, in, G·H)
+        self.gru_hh = [(torch.stack([w for w, _ in layer]), torch.stack([b for _, b in layer])[:, None])
+                       for layer in zip(*(s.gru_hh for s in each))]
+        self.head_w = torch.stack([s.head_w for s in each])  # (K, H·L, V)
+        self.head_b = torch.stack([s.head_b for s in each])[:, None]  # (K, 1, V)
+
+    def _addmm(self, bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
+        return torch.baddbmm(bias, x, w)
+
+    def _lookup(self, table: Tensor, ids: Tensor) -> Tensor:
+        return table[:, ids]  # (K, B, G·H)
 
     def initial_state(self, model_state) -> list[tuple[Tensor, ...]]:
-        return [layer for stepper, s in zip(self.steppers, member_states(model_state, self.config))
-                for layer in stepper.initial_state(s)]
+        """From model.Ensemble's state (each member's layers in turn, (1, B, H) tensors) to (K, B, H) per layer."""
+        per_member = member_states(model_state, self.config)
+        return [tuple(torch.cat(parts).contiguous() for parts in zip(*layers)) for layers in zip(*per_member)]
+
+    def first_member(self, state: list[tuple[Tensor, ...]]) -> list[tuple[Tensor, ...]]:
+        return [tuple(t[0] for t in layer) for layer in state]
 
     @torch.inference_mode()
     def step(self, ids: Tensor, state: list[tuple[Tensor, ...]]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
         """ids (B,) -> log-probabilities of the mixture (B, V), new state."""
-        outputs = [stepper.step(ids, s) for stepper, s in zip(self.steppers, member_states(state, self.config))]
-        return mixture_log_probs(torch.stack([logits for logits, _ in outputs])), [layer for _, s in outputs for layer in s]
+        logits, state = super().step(ids, state)  # (K, B, V)
+        return mixture_log_probs(logits), state
 
 
 def stepper(model: Network) -> FastStepper | EnsembleStepper:

@@ -179,6 +179,12 @@ def readable_char(c: str) -> str:
     return c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
 
 
+def _members(model_config: dict) -> str:
+    """An ensemble's size for the model line; nothing for one network (every checkpoint before session 50)."""
+    members = model_config.get("members", 1)
+    return f"; {members} networks averaged (--members {members})" if members > 1 else ""
+
+
 def _regularisation(model: dict) -> str:
     """The regularisers a model trained with, by their option names; planned ones (weight drop) included."""
     parts = [f"{name} {model[key]:g}" for key, name in (("dropout", "dropout"), ("embedding_dropout", "embedding dropout"),
@@ -205,7 +211,7 @@ def show_info(summary: dict) -> None:
     rows = [
         ("checkpoint", summary["checkpoint"]),
         ("model", f"{m['cell']} {m['layers']} x {m['hidden']}, embedding {m['embedding']}, "
-                  f"skips {'on' if m['skip'] else 'off'}, {_regularisation(m)}"),
+                  f"skips {'on' if m['skip'] else 'off'}, {_regularisation(m)}{_members(m)}"),
         ("parameters", f"{summary['parameters']:,}"),
         *([("settings", _settings(summary["train_config"]))] if summary.get("train_config") else []),
         ("vocabulary", f"{summary['vocab_size']} characters: {vocab}"),

@@ -52,13 +52,15 @@ def test_evaluation_scores_the_mixture_of_the_members_as_bench_ensemble_mixes_se
     assert torch.allclose(losses_per_char(model, ids, config=config).double(), mixed(each), atol=1e-5)
 
 
-def test_the_sampler_steps_the_mixture_the_fused_forward_computes():
-    model = ensemble(cell="gru")
-    ids = torch.randint(0, 29, (1, 20))
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("skip", [True, False])
+def test_the_sampler_steps_the_mixture_the_fused_forward_computes(cell, skip):
+    model = ensemble(cell=cell, skip=skip)
+    ids = torch.randint(0, 29, (2, 20))  # two samples at once, as --num-samples 2
     fused, _ = model(ids)
     steps = stepper(model)
     assert isinstance(steps, EnsembleStepper)
-    state = steps.initial_state(model.initial_state(1))
+    state = steps.initial_state(model.initial_state(2))
     for t in range(ids.shape[1]):
         log_probs, state = steps.step(ids[:, t], state)
         assert torch.allclose(log_probs, fused[:, t], atol=1e-5)
@@ -167,6 +169,8 @@ def test_the_command_line_trains_samples_scores_and_shows_an_ensemble(tiny_corpu
     with torch.no_grad():
         log_probs, _ = network(torch.tensor([model.vocab.encode("the quick brown fox")]))
     assert traced.bits[1] == pytest.approx(bits(-float(log_probs[0, 0, model.vocab.encode("h")[0]])), rel=1e-4)
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "2 networks averaged (--members 2)" in info.stdout
     bad = runner.invoke(app, ["train", str(tiny_corpus), "--members", "0", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 1 and bad.stderr.strip().endswith("--members must be greater than 0, got 0")
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -32,7 +32,6 @@ def trace(model: Network, vocab: Vocab, text: str) -> Trace:
     model.eval()
     steps = stepper(model)
     state = steps.initial_state(model.initial_state(1))
-    shown = model.config.layers  # the first member's layers: an ensemble's state holds each member's in turn
     losses = [float("nan")]
     top: list[list[tuple[str, float]]] = [[]]
     acts = []
@@ -40,7 +39,7 @@ def trace(model: Network, vocab: Vocab, text: str) -> Trace:
     for i in range(len(ids)):
         logits, state = steps.step(ids[i: i + 1], state)
         # LSTM: tanh of the memory cell c (the "cell" of Karpathy et al.); GRU/RNN: the hidden state.
-        acts.append(torch.stack([torch.tanh(layer[1][0]) if lstm else layer[0][0] for layer in state[:shown]]))
+        acts.append(torch.stack([torch.tanh(layer[1][0]) if lstm else layer[0][0] for layer in steps.first_member(state)]))
         if i + 1 < len(ids):
             logp = logits[0].float().log_softmax(-1)
             losses.append(bits(float(-logp[ids[i + 1]])))
