@@ -377,9 +377,8 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
-        whole_budget = budget.minutes * 60 * flops / (6 * count(hidden)) if capped else chars
-        fit = math.floor(whole_budget * MEMBERS_AT_SPEED / chars) if math.isfinite(chars) else 1
-        members = max(1, min(MAX_MEMBERS, fit))
+        at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 * flops / (6 * count(hidden)) if capped else 0.0
+        members = max(1, min(MAX_MEMBERS, math.floor(at_speed / chars)))
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
