@@ -142,9 +142,11 @@ class _AdaptingCopy:
     def score_then_adapt(self, x: Tensor, y: Tensor) -> Tensor:
         """Loss in nats on each target of y (1, T) given x (1, T), then one step on their mean."""
         logits, state = self.model(x, self.state, per_member=True)  # (members, 1, T, V)
-        loss = F.cross_entropy(mixture_log_probs(logits).float().transpose(1, 2), y, reduction="none")[0]  # (T,)
+        alone = len(logits) == 1  # one network steps on the very loss it is scored by; members on their own losses
+        scored = logits if alone else logits.detach()  # so the mixture needs no graph
+        loss = F.cross_entropy(mixture_log_probs(scored).float().transpose(1, 2), y, reduction="none")[0]  # (T,)
         self.model.zero_grad(set_to_none=True)
-        (loss.mean() if len(logits) == 1 else member_losses(logits, y)).backward()
+        (loss.mean() if alone else member_losses(logits, y)).backward()
         beta, eps = 0.99, 1e-8
         with torch.no_grad():
             for k, (p, p0) in enumerate(zip(self.params, self.trained)):

@@ -258,7 +258,9 @@ class Plan:
                   "segment_len": f"--segment-len {self.segment_len}", "lr": f"--lr {self.lr:g}",
                   "eval_every": f"--eval-every {self.eval_every}"}
         if self.max_epochs:  # planned only when the clock would read more
-            values["epochs"] = f"--epochs {self.max_epochs:g} (more passes over-fit)"
+            why = ("more passes over-fit" if self.max_epochs <= MOST_EPOCHS else
+                   f"{MIN_STEPS} steps, the fewest a clock budget trains for")
+            values["epochs"] = f"--epochs {self.max_epochs:g} ({why})"
         if self.members > 1:  # one network is what a user expects: named only when the plan trains more
             values["members"] = (f"--members {self.members} (the budget trains {self.members} networks for those "
                                  "passes; their mean predicts)")

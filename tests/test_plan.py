@@ -81,7 +81,8 @@ def test_a_small_text_is_read_more_times_than_a_large_one():
     assert passes == sorted(passes, reverse=True) and passes[:2] == [plan.MOST_EPOCHS] * 2
     assert passes[2:5] == [12.8, 11.9, 10.6] and passes[5:] == [plan.MAX_EPOCHS] * 2
     tiny = plan.plan(corpus_chars=30_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
-    assert tiny.max_epochs == tiny.epochs == plan.MOST_EPOCHS and f"--epochs {plan.MOST_EPOCHS:g}" in tiny.describe(plan.PLANNED)
+    assert tiny.max_epochs == tiny.epochs == plan.MOST_EPOCHS
+    assert f"--epochs {plan.MOST_EPOCHS:g} (more passes over-fit)" in tiny.describe(plan.PLANNED)
     assert plan.plan(corpus_chars=30_000, budget=plan.Budget(epochs=5), flops=CPU, **SHAPE).epochs == 5
 
 
@@ -92,6 +93,7 @@ def test_a_text_too_small_for_enough_steps_in_its_passes_is_read_for_enough_step
         tiny = plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
         assert tiny.max_epochs == tiny.epochs == round(plan.MIN_STEPS * SHAPE["batch_chars"] / chars, 1) > plan.MOST_EPOCHS
         assert tiny.chars / SHAPE["batch_chars"] == pytest.approx(plan.MIN_STEPS, rel=0.01)  # passes rounded to 0.1
+        assert f"({plan.MIN_STEPS} steps" in tiny.describe(plan.PLANNED) and "over-fit" not in tiny.describe(plan.PLANNED)
     assert plan.max_epochs(4_096, batch_chars=2048) == 2 * plan.max_epochs(8_192, batch_chars=2048) == 2 * 50
     assert plan.max_epochs(10_000, batch_chars=512) == plan.MOST_EPOCHS  # smaller steps: 20 passes are 390 of them
     assert plan.plan(corpus_chars=30_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE).max_epochs == plan.MOST_EPOCHS
