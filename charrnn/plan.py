@@ -221,11 +221,22 @@ FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT
 FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
 FRESH_LR = 2e-2
 VALIDATIONS_PER_RUN = 10
-MAX_MEMBERS = 4  # networks a budget trains side by side at most (session 49 measured ensembles of 2 and 4)
+# Networks a budget trains side by side at most: 8 members beat 4 by 0.014 bits/char on the mean of eight small texts
+# (bench/QUALITY.md, session 51), at twice the time to train, sample and score.
+MAX_MEMBERS = 16
+# What a member's step costs beyond its arithmetic at the class's figure: at one thread on the Xeon with AMX a
+# member's step measured 9.5 ms plus its arithmetic at 204 GFLOP/s (16 runs of 2x64 to 2x192 members, session 51),
+# so about 5 ms at two; a GPU's step at batch 32 took about 8 ms at every width (an H200, session 36). The larger.
+MEMBER_STEP_SECONDS = 0.008
 # Members are planned at this fraction of the class's figure: they share the clock, so on a slow day (or one thread)
 # each would read fewer passes than planned, and an ensemble cut to half its passes can score worse than one network
 # that read them all (tinyshakespeare: 5.5 passes 2.03, 10 passes 1.98; two members gained 0.035-0.04).
 MEMBERS_AT_SPEED = 0.5
+# An ensemble of 4 or more wants less regularisation in each member than one network does: weight drop 0.1 instead
+# of WEIGHT_DROP gained 0.007 on the mean of five small texts with 4 members, 0.012 on seven with 8, and nothing
+# with 2 (bench/QUALITY.md, session 51).
+MEMBERS_WEIGHT_DROP = 0.1
+MEMBERS_WEIGHT_DROP_FROM = 4
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members")
 
@@ -379,8 +390,11 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
-        at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 * flops / (6 * count(hidden)) if capped else 0.0
-        members = max(1, min(MAX_MEMBERS, math.floor(at_speed / chars)))
+        member_seconds = chars / batch_chars * (6 * count(hidden) * batch_chars / flops + MEMBER_STEP_SECONDS)
+        at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
+        members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
+    if members >= MEMBERS_WEIGHT_DROP_FROM and weight_drop:  # the mixture averages away part of each one's over-fit
+        weight_drop = MEMBERS_WEIGHT_DROP
     steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,

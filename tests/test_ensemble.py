@@ -137,14 +137,23 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     def planned(chars, **budget):
         return plan.plan(corpus_chars=chars, budget=plan.Budget(**budget), flops=amx, **shape)
 
-    small = planned(85_000, minutes=5)
-    assert small.members == plan.MAX_MEMBERS and "--members 4" in small.describe(plan.PLANNED)
-    # tinyshakespeare: its passes fill the 5 and 15 minutes at half speed; an hour trains four networks
-    assert [planned(953_000, minutes=m).members for m in (5, 15, 60)] == [1, 1, 4]
+    small = planned(30_000, minutes=5)
+    assert small.members == plan.MAX_MEMBERS and f"--members {plan.MAX_MEMBERS}" in small.describe(plan.PLANNED)
+    # a member's step costs more than its arithmetic (session 51: 9.5 ms at one thread), so a text of 190,000
+    # characters fits 6 of the 16 its arithmetic alone would count in 5 minutes at half speed
+    assert planned(190_000, minutes=5).members == 6
+    # tinyshakespeare: its passes fill the 5 and 15 minutes at half speed; an hour trains five networks
+    assert [planned(953_000, minutes=m).members for m in (5, 15, 60)] == [1, 1, 5]
     assert planned(14_000_000, minutes=60).members == 1  # the clock ends a large text's passes: one network
     for budget in ({"steps": 100}, {"epochs": 3.0}, {"minutes": 60, "steps": 100}):  # the user said how much to read
         assert planned(85_000, **budget).members == 1
     assert plan.plan(corpus_chars=85_000, budget=plan.Budget(minutes=5), flops=amx, members=2, **shape).members == 2
+    # four members or more regularise less than one network (bench/QUALITY.md, session 51); an explicit value wins
+    assert small.weight_drop == plan.MEMBERS_WEIGHT_DROP < plan.WEIGHT_DROP
+    assert planned(400_000, minutes=5).members == 2 and planned(400_000, minutes=5).weight_drop == plan.WEIGHT_DROP
+    for count, weight_drop in ((1, plan.WEIGHT_DROP), (3, plan.WEIGHT_DROP), (4, plan.MEMBERS_WEIGHT_DROP)):
+        told = plan.plan(corpus_chars=30_000, budget=plan.Budget(minutes=5), flops=amx, members=count, **shape)
+        assert (told.members, told.weight_drop) == (count, weight_drop)
     for chars in (20_000, 85_000, 190_000, 400_000, 953_000, 3_000_000):  # a longer budget never trains fewer
         counts = [planned(chars, minutes=m).members for m in (1, 2, 5, 10, 15, 30, 60, 120)]
         assert counts == sorted(counts), (chars, counts)
