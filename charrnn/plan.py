@@ -158,10 +158,16 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   Trained together in one run (session 50, the `cpu-amx` 5-minute plan in fixed steps, two seeds), 4 members beat
   one network on the same eight texts by 0.047 to 0.169 and matched the separate runs mixed; timed, five texts of
   11,000 to 236,000 characters (three not among the eight) gained 0.089 to 0.181, the longest in 2.5 of its 5 minutes.
-  Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a day at half speed still reads every
-  member's passes (timed: 2 members of a 405,000-character text at one thread, the 2-thread plan, read theirs in 4.4
-  of 5 minutes and scored 1.9267 against one network's 1.9597). Where the clock ends the passes first (a large text)
-  one network gets the whole budget.
+  More kept helping (session 51, the same protocol): 8 members beat 4 on seven of the eight texts (mean 0.014), and 16
+  beat 8 on three of 17,000 to 73,000 characters by 0.008 to 0.022. Members also want less regularisation than one
+  network: weight drop 0.1 instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8,
+  0.012 to 0.022 with 16, and nothing with 2 (0.003 on a 405,000-character text), so from MEMBERS_WEIGHT_DROP_FROM
+  members the plan sets MEMBERS_WEIGHT_DROP. Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a
+  day at half speed still reads every member's passes (timed: 2 members of a 405,000-character text at one thread, the
+  2-thread plan, read theirs in 4.4 of 5 minutes and scored 1.9267 against one network's 1.9597), each step counted at
+  its arithmetic plus MEMBER_STEP_SECONDS, what small members spend beyond it (at one thread 9.5 ms a step; counting
+  only the arithmetic would give a 190,000-character text 9 members of 2x192, about 360 s at one thread). Where the
+  clock ends the passes first (a large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -221,19 +227,21 @@ FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT
 FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
 FRESH_LR = 2e-2
 VALIDATIONS_PER_RUN = 10
-# Networks a budget trains side by side at most: 8 members beat 4 by 0.014 bits/char on the mean of eight small texts
-# (bench/QUALITY.md, session 51), at twice the time to train, sample and score.
+# Networks a budget trains side by side at most: 8 beat 4 by 0.014 bits/char on the mean of eight small texts and 16
+# beat 8 by 0.008 to 0.022 on three of 17,000 to 73,000 characters (bench/QUALITY.md, session 51); each costs its
+# share of the time to sample and score.
 MAX_MEMBERS = 16
-# What a member's step costs beyond its arithmetic at the class's figure: at one thread on the Xeon with AMX a
-# member's step measured 9.5 ms plus its arithmetic at 204 GFLOP/s (16 runs of 2x64 to 2x192 members, session 51),
-# so about 5 ms at two; a GPU's step at batch 32 took about 8 ms at every width (an H200, session 36). The larger.
+# What a member's step costs beyond its arithmetic, counted at the class's figure: at one thread on the Xeon with AMX
+# a member's step measured 9.5 ms plus its arithmetic at 204 GFLOP/s (16 runs of 2x64 to 2x192 members, session 51),
+# and two threads ran 2x128 members no faster; a GPU's step at batch 32 took about 8 ms at every width (an H200,
+# session 36). Planned at MEMBERS_AT_SPEED, this counts 16 ms.
 MEMBER_STEP_SECONDS = 0.008
 # Members are planned at this fraction of the class's figure: they share the clock, so on a slow day (or one thread)
 # each would read fewer passes than planned, and an ensemble cut to half its passes can score worse than one network
 # that read them all (tinyshakespeare: 5.5 passes 2.03, 10 passes 1.98; two members gained 0.035-0.04).
 MEMBERS_AT_SPEED = 0.5
 # An ensemble of 4 or more wants less regularisation in each member than one network does: weight drop 0.1 instead
-# of WEIGHT_DROP gained 0.007 on the mean of five small texts with 4 members, 0.012 on seven with 8, and nothing
+# of WEIGHT_DROP gained 0.007 on the mean of five small texts with 4 members, 0.011 on seven with 8, and nothing
 # with 2 (bench/QUALITY.md, session 51).
 MEMBERS_WEIGHT_DROP = 0.1
 MEMBERS_WEIGHT_DROP_FROM = 4

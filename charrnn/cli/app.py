@@ -81,11 +81,12 @@ def train(
     weight_drop: Annotated[Optional[float], typer.Option(
         help="DropConnect probability on each layer's hidden-to-hidden weights, a new mask every step (Merity et "
              "al. 2017's weight-dropped LSTM); the fused recurrent kernels stay. Default: planned: 0.2 for a run "
-             "planned to read its text about 6 times or more, else none.", show_default=False)] = None,
+             "planned to read its text about 6 times or more (0.1 for each of 4 or more --members), else none.",
+        show_default=False)] = None,
     members: Annotated[Optional[int], typer.Option(
         help="Networks trained side by side on the same batches, each on its own loss; the model predicts the mean "
              "of their probabilities (better held-out bits/char than one network, at members times the cost of a "
-             "step, a sampled character and an exported page). Default: planned: with --minutes, as many (up to 4) "
+             "step and an exported page). Default: planned: with --minutes, as many (up to 16) "
              "as the budget trains for the planned passes, which a small text ends early; else 1.",
         show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = TrainConfig.seq_len,
