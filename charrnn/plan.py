@@ -397,13 +397,13 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         # the planned length, else four windows where the text is too short to shuffle it; else char-rnn's slices
         segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
+    steps = chars / batch_chars
     if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
-        member_seconds = chars / batch_chars * (6 * count(hidden) * batch_chars / flops + MEMBER_STEP_SECONDS)
+        member_seconds = 6 * count(hidden) * chars / flops + steps * MEMBER_STEP_SECONDS
         at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
         members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
     if members >= MEMBERS_WEIGHT_DROP_FROM and weight_drop:  # the mixture averages away part of each one's over-fit
         weight_drop = MEMBERS_WEIGHT_DROP
-    steps = chars / batch_chars
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
                 eval_every=eval_every, chars=chars, epochs=epochs,
