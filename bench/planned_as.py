@@ -36,8 +36,9 @@ def plan_as(device_class: str, minutes: float, threads: int = plan.MEASURED_THRE
     def nominal(_class: str, *, processes: int = 1, **_) -> float:  # this machine's own thread count is not planned for
         return nominal_flops(device_class, threads=threads, processes=processes)
 
-    def for_minutes(**kwargs) -> plan.Plan:
-        return planned(**{**kwargs, "budget": plan.Budget(minutes=minutes)})
+    def for_minutes(**kwargs) -> plan.Plan:  # a CPU class steps members on its threads (charrnn.lanes), a GPU in turn
+        lanes = 1 if device_class in plan.NOMINAL_FLOPS else threads
+        return planned(**{**kwargs, "budget": plan.Budget(minutes=minutes), "lanes": lanes})
 
     plan.device_class, plan.nominal_flops, plan.plan = as_class, nominal, for_minutes
 

@@ -42,6 +42,11 @@ class CharRNN(nn.Module):
         self.dropout = _dropout(c.dropout, c.variational)
         self.embedding_dropout = _dropout(c.embedding_dropout, c.variational)
         self.head = layer_type("Linear")(c.hidden * (c.layers if c.skip else 1), c.vocab_size)
+        self.generator: torch.Generator | None = None  # where its dropout draws from; None: torch's default stream
+
+    def use_generator(self, generator: torch.Generator | None) -> None:
+        """Draw every dropout and weight-drop mask from `generator` (None: torch's default stream)."""
+        self.generator = self.dropout.generator = self.embedding_dropout.generator = generator
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         device = device or self.head.weight.device
@@ -75,7 +80,7 @@ class CharRNN(nn.Module):
         # window, so the recurrence itself is regularised and the fused call stays.
         from torch.func import functional_call  # here: importing torch.func warns when numpy is absent
 
-        dropped = {"weight_hh_l0": F.dropout(layer.weight_hh_l0, p)}
+        dropped = {"weight_hh_l0": dropout(layer.weight_hh_l0, p, self.generator)}
         with warnings.catch_warnings():
             # cuDNN copies a weight that lies outside the layer's flat buffer, as it must for a fresh mask each step,
             # and says so; the copy is one W_hh per layer per step, small beside the step's work.
@@ -115,6 +120,16 @@ class Ensemble(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def seed_members(self) -> None:
+        """Give each member a random stream of its own for the next training step, seeded from torch's default one, so
+        that members stepped on threads side by side (charrnn.lanes) draw the same masks whatever order the threads
+        run in, and the same as stepped in turn; the default stream (which checkpoints keep) moves on alike."""
+        seeds = torch.randint(0, 2**62, (len(self.members),)).tolist()
+        for member, seed in zip(self.members, seeds):
+            if member.generator is None:
+                member.use_generator(torch.Generator(device=member.head.weight.device))
+            member.generator.manual_seed(seed)
+
 
 Network = CharRNN | Ensemble
 
@@ -150,9 +165,28 @@ def member_losses(member_logits: Tensor, targets: Tensor) -> Tensor:
     return sum(F.cross_entropy(logits, targets.reshape(-1)) for logits in flat)
 
 
+def dropout(x: Tensor, p: float, generator: torch.Generator | None) -> Tensor:
+    """F.dropout in training, its mask drawn from `generator` where one is given (F.dropout takes none); with None
+    exactly F.dropout, so a single network computes what it always did."""
+    if generator is None:
+        return F.dropout(x, p)
+    return x * torch.empty_like(x).bernoulli_(1 - p, generator=generator).div_(1 - p)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout that draws from `generator` where one is set (CharRNN.use_generator)."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.generator) if self.training and self.p > 0 else x
+
+
 class SequenceDropout(nn.Module):
     """Dropout with one mask per stream for the whole window, shared across time steps (Gal & Ghahramani 2016's
     variational dropout on a layer's inputs); the fused recurrent kernels stay untouched."""
+
+    generator: torch.Generator | None = None
 
     def __init__(self, p: float):
         super().__init__()
@@ -161,12 +195,12 @@ class SequenceDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, T, F)
         if not self.training or self.p == 0:
             return x
-        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
+        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p, generator=self.generator)
         return x * keep / (1 - self.p)
 
 
 def _dropout(p: float, variational: bool) -> nn.Module:
-    return SequenceDropout(p) if variational else nn.Dropout(p)
+    return SequenceDropout(p) if variational else Dropout(p)
 
 
 def _to_module_state(layer_state: LayerState):

@@ -338,7 +338,7 @@ def max_parameters(corpus_chars: int) -> float:
 
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,
          skip: bool, cell: Cell, batch_chars: int, seq_len: int, hidden: int | None = None,
-         segment_len: int | None = None, members: int | None = None,
+         segment_len: int | None = None, members: int | None = None, lanes: int = 1,
          at_full_speed: Callable[[int], bool] = lambda width: True) -> Plan:
     """The settings for a run on `corpus_chars` characters of training text within `budget`.
 
@@ -346,7 +346,8 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     length, all processes) turns steps into characters; `seq_len` (one window) sizes the planned segments;
     `hidden` and `segment_len`, when the user chose them, are kept and the rest is planned around them (the peak
     learning rate follows the order the run will read in, planned or chosen), as are `members` (the ensemble's
-    size; None: as many networks as the clock trains for the planned passes). `at_full_speed(width)` says whether
+    size; None: as many networks as the clock trains for the planned passes, stepped `lanes` at a time: what a member's
+    step costs beyond its arithmetic is spent on that many threads at once). `at_full_speed(width)` says whether
     the device trains that width at the speed `flops` counts (a bf16 class trains a width whose bf16 gradients are
     wrong in fp32); the plan takes the widest that fits and does, asking from the widest fitting one down.
     """
@@ -399,7 +400,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
     if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
-        member_seconds = 6 * count(hidden) * chars / flops + steps * MEMBER_STEP_SECONDS
+        member_seconds = 6 * count(hidden) * chars / flops + steps * MEMBER_STEP_SECONDS / lanes
         at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
         members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
     if members >= MEMBERS_WEIGHT_DROP_FROM and weight_drop:  # the mixture averages away part of each one's over-fit

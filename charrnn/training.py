@@ -7,6 +7,7 @@ checkpoint holds besides the weights and the optimiser.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -22,7 +23,8 @@ from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, sugg
 from charrnn.devices import autocast, bf16_fault, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
-from charrnn.model import Network, State, build, detach_state, member_losses, members, pad_embedding_column, with_even_embedding
+from charrnn.lanes import Lanes, lane_count
+from charrnn.model import Ensemble, Network, State, build, detach_state, member_losses, members, pad_embedding_column, with_even_embedding
 
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
 
@@ -167,6 +169,8 @@ class Run:
     sample_seed: str  # what samples during training start from (--sample-seed, or one that suits the corpus)
     plan_note: str  # what charrnn.plan chose for this run, for the log and the checkpoint
     log: Callable[[str], None]
+    lanes: int = 1  # an ensemble's members step on this many threads side by side (charrnn.lanes)
+    threads: int = 1  # the CPU threads the run uses
 
     @property
     def device(self) -> torch.device:
@@ -413,6 +417,7 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
     wrapped = model
     if ctx.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    threads = min(torch.get_num_threads(), usable_cpus())
     total_steps = config.steps
     if config.epochs is not None:
         epoch_steps = math.ceil(config.epochs * batches.windows_per_epoch)
@@ -422,6 +427,7 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
                val_ids=spread_sample(val_ids, config.val_max_chars), bf16=bf16, arithmetic=arithmetic,
                total_steps=total_steps, budget_seconds=config.minutes * 60 if config.minutes else None,
                first_step=state.step, log=log, plan_note=plan_note,
+               lanes=lane_count(device, model_config.members, threads, ctx.enabled), threads=threads,
                sample_seed=config.sample_seed if config.sample_seed is not None else suggest_seed(corpus.name, corpus.path),
                ), state
 
@@ -452,6 +458,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
                         hidden=None if "hidden" in chosen else options.hidden,
                         segment_len=None if "segment_len" in chosen else config.segment_len,
                         members=None if "members" in chosen else options.members,
+                        lanes=lane_count(ctx.device, plan.MAX_MEMBERS, threads, ctx.enabled),
                         at_full_speed=at_full_speed)
     options = replace(options, **{name: getattr(planned, name) for name in ("hidden", "weight_drop", "members")
                                   if name in chosen})
@@ -471,7 +478,8 @@ def _first_log_line(run: Run) -> str:
     return (f"{resuming}corpus {c.name}: {len(c.ids):,} chars, {len(c.vocab)} distinct; "
             f"model {m.describe()}, "
             f"{run.model.parameter_count():,} parameters; device {run.device}"
-            f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}, {run.arithmetic}; "
+            f"{f' x {ctx.world_size} processes' if ctx.enabled else ''}, {run.arithmetic}"
+            f"{f', members stepped {run.lanes} at a time' if run.lanes > 1 else ''}; "
             f"{_budget_note(run.config, run.total_steps)}; {run.plan_note}")
 
 
@@ -484,7 +492,8 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
     clock = lambda: elapsed_before + time.perf_counter() - start  # noqa: E731
     interrupted = False
     model.train()
-    with _StopRequest() as stop:
+    lanes = Lanes(run.lanes, run.threads) if run.lanes > 1 else None
+    with _StopRequest() as stop, lanes or contextlib.nullcontext():
         while True:
             elapsed = clock()
             done = run.fraction_done(state.step, elapsed) >= 1.0
@@ -497,14 +506,7 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             x, y = (t.to(run.device, non_blocking=True) for t in batches.window(state.step))  # (B, T) each
-            with autocast(run.device, run.bf16):
-                logits, state.hidden = run.wrapped(x, state.hidden, per_member=True)  # (members, B, T, V)
-            loss = member_losses(logits, y)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                for member in members(model):  # each member clipped as if it trained alone
-                    torch.nn.utils.clip_grad_norm_(member.parameters(), config.grad_clip)
+            loss, state.hidden = _forward_backward(run, lanes, x, y, state.hidden)
             loss_nats = loss.item() / run.model_config.members  # a member's mean
             if distributed.any_rank(not loss_nats <= diverged_nats, ctx):  # NaN fails every comparison
                 _diverged(run, state.step + 1, loss_nats)
@@ -529,6 +531,26 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
                        best_val_bits=bits(state.best_val_nats) if math.isfinite(state.best_val_nats) else None,
                        last_val_bits=state.last_val_bits, parameters=model.parameter_count(),
                        interrupted=interrupted, history=state.history, main_process=ctx.is_main)
+
+
+def _forward_backward(run: Run, lanes: Lanes | None, x: torch.Tensor, y: torch.Tensor,
+                      hidden: State) -> tuple[torch.Tensor, State]:
+    """One step's gradients in .grad, each member's clipped as if it trained alone: the sum of the members' mean
+    losses (nats) and the new state; members side by side on `lanes` where given, else in turn."""
+    model, clip = run.model, run.config.grad_clip
+    run.optimizer.zero_grad(set_to_none=True)
+    if isinstance(model, Ensemble):
+        model.seed_members()
+    if lanes is not None:
+        return lanes.step(model, x, y, hidden, bf16=run.bf16, grad_clip=clip)
+    with autocast(run.device, run.bf16):
+        logits, hidden = run.wrapped(x, hidden, per_member=True)  # (members, B, T, V)
+    loss = member_losses(logits, y)
+    loss.backward()
+    if clip:
+        for member in members(model):
+            torch.nn.utils.clip_grad_norm_(member.parameters(), clip)
+    return loss, hidden
 
 
 def _progress(run: Run, state: RunState, loss_nats: float, lr: float, session_seconds: float) -> Progress:

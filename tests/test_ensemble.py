@@ -142,6 +142,9 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     # a member's step costs more than its arithmetic (session 51: 9.5 ms at one thread), so a text of 190,000
     # characters fits 6 of the 16 its arithmetic alone would count in 5 minutes at half speed
     assert planned(190_000, minutes=5).members == 6
+    # stepped two or four at a time (charrnn.lanes), members spend that cost on as many threads at once: more fit
+    assert [plan.plan(corpus_chars=190_000, budget=plan.Budget(minutes=5), flops=amx, lanes=lanes, **shape).members
+            for lanes in (2, 4)] == [7, 8]
     # tinyshakespeare: its passes fill the 5 and 15 minutes at half speed; an hour trains five networks
     assert [planned(953_000, minutes=m).members for m in (5, 15, 60)] == [1, 1, 5]
     assert planned(14_000_000, minutes=60).members == 1  # the clock ends a large text's passes: one network

@@ -1,0 +1,72 @@
+"""An ensemble's members stepped side by side on the CPU: each of a few threads steps its share of the members.
+
+A small member's training step is a chain of small products that one thread runs nearly as fast as two (on a Xeon
+with AMX, 16 members of 2x128 trained in 117 s at two threads and 116 s at one: bench/QUALITY.md, session 51), so
+members stepped one after another leave the other cores idle. Here each of `lanes` threads, at one CPU thread apiece
+(torch's thread count is a thread's own), takes members lane, lane + lanes, ... in turn: forward, loss, backward and
+gradient clipping; the caller's thread then takes the optimiser step for all of them. What a member computes does
+not depend on the threads' timing: its dropout comes from its own stream (Ensemble.seed_members), its gradients
+touch only its own weights, and the losses come back in member order (tests/test_lanes.py).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from charrnn.devices import autocast
+from charrnn.model import Ensemble, State, member_states
+
+
+def lane_count(device: torch.device, members: int, threads: int, distributed: bool) -> int:
+    """Threads to step `members` networks on: one per CPU thread, at most one per member; 1 (stepped in turn, as one
+    network is) on a GPU, which queues one member's kernels while it runs another's, and under torchrun, whose
+    gradient hooks expect one backward a step."""
+    if device.type != "cpu" or distributed:
+        return 1
+    return max(1, min(members, threads))
+
+
+class Lanes:
+    """A pool of `lanes` threads that share `threads` CPU threads (one each at two threads: a small member's products
+    gain little from a second); `step` trains an ensemble's members on them."""
+
+    def __init__(self, lanes: int, threads: int):
+        self.lanes = lanes
+        self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="charrnn-lane",
+                                        initializer=torch.set_num_threads, initargs=(max(1, threads // lanes),))
+
+    def step(self, model: Ensemble, x: Tensor, y: Tensor, state: State | None, *, bf16: bool,
+             grad_clip: float) -> tuple[Tensor, State]:
+        """Forward and backward for every member on ids `x` and targets `y` (B, T) from `state`, each member's
+        gradients clipped to `grad_clip` (0: not) as if it trained alone: the sum of the members' mean losses (nats),
+        as model.member_losses gives it, and the new state. Gradients accumulate into the members' .grad."""
+        states = member_states(state, model.config) if state is not None else [None] * len(model.members)
+        done: list[tuple[Tensor, State] | None] = [None] * len(model.members)
+
+        def lane(first: int) -> None:
+            for k in range(first, len(model.members), self.lanes):
+                member = model.members[k]
+                with autocast(x.device, bf16):  # autocast is per thread: entered here, not by the caller
+                    logits, new_state = member(x, states[k])
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(member.parameters(), grad_clip)
+                done[k] = loss.detach(), new_state
+
+        for _ in self._pool.map(lane, range(self.lanes)):  # re-raises a lane's error here
+            pass
+        return sum(loss for loss, _ in done), [layer for _, s in done for layer in s]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Lanes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
