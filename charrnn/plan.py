@@ -158,16 +158,19 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   Trained together in one run (session 50, the `cpu-amx` 5-minute plan in fixed steps, two seeds), 4 members beat
   one network on the same eight texts by 0.047 to 0.169 and matched the separate runs mixed; timed, five texts of
   11,000 to 236,000 characters (three not among the eight) gained 0.089 to 0.181, the longest in 2.5 of its 5 minutes.
-  More kept helping (session 51, the same protocol): 8 members beat 4 on seven of the eight texts (mean 0.014), and 16
-  beat 8 on three of 17,000 to 73,000 characters by 0.008 to 0.022. Members also want less regularisation than one
+  More kept helping (session 51, the same protocol): 8 members beat 4 on seven of the eight texts (mean 0.014), 16
+  beat 8 on three of 17,000 to 73,000 characters by 0.008 to 0.022, and 32 beat 16 on four of 9,700 to 47,000 by
+  0.003 to 0.018 (session 52, both seeds of each). Members also want less regularisation than one
   network: weight drop 0.1 instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8,
   0.012 to 0.022 with 16, and nothing with 2 (0.003 on a 405,000-character text), so from MEMBERS_WEIGHT_DROP_FROM
   members the plan sets MEMBERS_WEIGHT_DROP. Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a
   day at half speed still reads every member's passes (timed: 2 members of a 405,000-character text at one thread, the
   2-thread plan, read theirs in 4.4 of 5 minutes and scored 1.9267 against one network's 1.9597), each step counted at
   its arithmetic plus MEMBER_STEP_SECONDS, what small members spend beyond it (at one thread 9.5 ms a step; counting
-  only the arithmetic would give a 190,000-character text 9 members of 2x192, about 360 s at one thread). Where the
-  clock ends the passes first (a large text) one network gets the whole budget.
+  only the arithmetic would give a 190,000-character text 9 members of 2x192, about 360 s at one thread). On a CPU
+  the members step side by side, one per thread (charrnn.lanes: at two threads a Zen 4 stepped 8 members of 2x128
+  2.2 times faster than in turn, at the class's figure), so that cost is spent on `lanes` threads at once and counted
+  divided by them. Where the clock ends the passes first (a large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -227,14 +230,15 @@ FRESH_BELOW_EPOCHS = 1.0  # planned passes under which a run reads FRESH_SEGMENT
 FRESH_SEGMENT_WINDOWS = 2  # 128 characters at the default --seq-len 64
 FRESH_LR = 2e-2
 VALIDATIONS_PER_RUN = 10
-# Networks a budget trains side by side at most: 8 beat 4 by 0.014 bits/char on the mean of eight small texts and 16
-# beat 8 by 0.008 to 0.022 on three of 17,000 to 73,000 characters (bench/QUALITY.md, session 51); each costs its
-# share of the time to sample and score.
-MAX_MEMBERS = 16
+# Networks a budget trains side by side at most: 8 beat 4 by 0.014 bits/char on the mean of eight small texts, 16
+# beat 8 by 0.008 to 0.022 on three of 17,000 to 73,000 characters (bench/QUALITY.md, session 51), and 32 beat 16 on
+# all four texts of 9,700 to 47,000 characters, both seeds each, by 0.003 to 0.018 (mean 0.0105; session 52). Each
+# costs its share of the time to sample and score, and of the exported page.
+MAX_MEMBERS = 32
 # What a member's step costs beyond its arithmetic, counted at the class's figure: at one thread on the Xeon with AMX
 # a member's step measured 9.5 ms plus its arithmetic at 204 GFLOP/s (16 runs of 2x64 to 2x192 members, session 51),
 # and two threads ran 2x128 members no faster; a GPU's step at batch 32 took about 8 ms at every width (an H200,
-# session 36). Planned at MEMBERS_AT_SPEED, this counts 16 ms.
+# session 36). Planned at MEMBERS_AT_SPEED, this counts 16 ms, or 8 ms for members stepped on two threads side by side.
 MEMBER_STEP_SECONDS = 0.008
 # Members are planned at this fraction of the class's figure: they share the clock, so on a slow day (or one thread)
 # each would read fewer passes than planned, and an ensemble cut to half its passes can score worse than one network

@@ -137,7 +137,7 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     def planned(chars, **budget):
         return plan.plan(corpus_chars=chars, budget=plan.Budget(**budget), flops=amx, **shape)
 
-    small = planned(30_000, minutes=5)
+    small = planned(20_000, minutes=5)
     assert small.members == plan.MAX_MEMBERS and f"--members {plan.MAX_MEMBERS}" in small.describe(plan.PLANNED)
     # a member's step costs more than its arithmetic (session 51: 9.5 ms at one thread), so a text of 190,000
     # characters fits 6 of the 16 its arithmetic alone would count in 5 minutes at half speed
@@ -190,14 +190,15 @@ def test_the_command_line_trains_samples_scores_and_shows_an_ensemble(tiny_corpu
 
 def test_a_clock_budget_on_a_tiny_text_trains_planned_members_through_training(tiny_corpus, tmp_path):
     lines = []
-    small = {"minutes": 1, "seq_len": 32, "batch_size": 8, "hidden": 8}
-    charrnn.train(tiny_corpus, out=tmp_path / "run", log=lines.append, **small)
-    assert f"{plan.MAX_MEMBERS} members" in lines[0] and f"--members {plan.MAX_MEMBERS}" in lines[0]
-    loaded = charrnn.load(tmp_path / "run", device="cpu")
-    assert loaded.config.members == plan.MAX_MEMBERS
+    small = {"minutes": 2, "seq_len": 32, "batch_size": 8, "hidden": 8}
 
     def stop_at_once(progress):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the run saves after its first step
+
+    charrnn.train(tiny_corpus, out=tmp_path / "run", log=lines.append, on_progress=stop_at_once, **small)
+    assert f"{plan.MAX_MEMBERS} members" in lines[0] and f"--members {plan.MAX_MEMBERS}" in lines[0]
+    loaded = charrnn.load(tmp_path / "run", device="cpu")
+    assert loaded.config.members == plan.MAX_MEMBERS
 
     charrnn.train(tiny_corpus, members=1, out=tmp_path / "one", on_progress=stop_at_once, **small)
     assert charrnn.load(tmp_path / "one", device="cpu").config.members == 1  # the user's --members wins

@@ -86,7 +86,7 @@ def train(
     members: Annotated[Optional[int], typer.Option(
         help="Networks trained side by side on the same batches, each on its own loss; the model predicts the mean "
              "of their probabilities (better held-out bits/char than one network, at members times the cost of a "
-             "step and an exported page). Default: planned: with --minutes, as many (up to 16) "
+             "step and an exported page; on a CPU they train one per thread at a time). Default: planned: with --minutes, as many (up to 32) "
              "as the budget trains for the planned passes, which a small text ends early; else 1.",
         show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = TrainConfig.seq_len,
