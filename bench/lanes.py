@@ -27,6 +27,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import cpu_name, gemm_summary  # noqa: E402  (bench/machine.py)
 
+from charrnn import kernels  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.devices import autocast, has_native_bf16  # noqa: E402
 from charrnn.lanes import Lanes  # noqa: E402
@@ -71,9 +72,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = kernels.keep_freed_memory(torch.device("cpu"))  # as charrnn train does (CHARRNN_KEEP_FREED_MEMORY=0: not)
     bf16 = not args.fp32 and has_native_bf16(torch.device("cpu"))
     print(f"{cpu_name()}; {gemm_summary(torch.device('cpu'))}; {args.threads} threads, "
-          f"{'bf16 autocast' if bf16 else 'fp32'}, {args.members} members, batch {BATCH}x{SEQ}")
+          f"{'bf16 autocast' if bf16 else 'fp32'}, {args.members} members, batch {BATCH}x{SEQ}, freed memory {'kept' if kept else 'returned'}")
     with Lanes(min(args.threads, args.members), args.threads) as lanes:
         for shape in args.shapes:
             ways = {"in turn": stepper(shape, args.members, bf16, None),

@@ -2,7 +2,9 @@
 
 A small member's training step is a chain of small products that one thread runs nearly as fast as two (on a Xeon
 with AMX, 16 members of 2x128 trained in 117 s at two threads and 116 s at one: bench/QUALITY.md, session 51), so
-members stepped one after another leave the other cores idle. Here each of `lanes` threads, at one CPU thread apiece
+members stepped one after another leave the other cores partly idle (on a Zen 4 at two threads, lanes stepped 8
+members of 2x64 to 2x256 1.14 to 1.27 times faster, and kept their pace beside other work where members in turn did
+not: bench/RESULTS.md, session 52). Here each of `lanes` threads, at one CPU thread apiece
 (torch's thread count is a thread's own), takes members lane, lane + lanes, ... in turn: forward, loss, backward and
 gradient clipping; the caller's thread then takes the optimiser step for all of them. What a member computes does
 not depend on the threads' timing: its dropout comes from its own stream (Ensemble.seed_members), its gradients

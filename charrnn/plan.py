@@ -168,9 +168,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   2-thread plan, read theirs in 4.4 of 5 minutes and scored 1.9267 against one network's 1.9597), each step counted at
   its arithmetic plus MEMBER_STEP_SECONDS, what small members spend beyond it (at one thread 9.5 ms a step; counting
   only the arithmetic would give a 190,000-character text 9 members of 2x192, about 360 s at one thread). On a CPU
-  the members step side by side, one per thread (charrnn.lanes: at two threads a Zen 4 stepped 8 members of 2x128
-  2.2 times faster than in turn, at the class's figure), so that cost is spent on `lanes` threads at once and counted
-  divided by them. Where the clock ends the passes first (a large text) one network gets the whole budget.
+  the members step side by side, one per thread (charrnn.lanes: at two threads a Zen 4 stepped 8 members of 2x64 to
+  2x256 1.14 to 1.27 times faster than in turn, at 233 to 268 GFLOP/s from 2x128 up against the class's 250, so
+  with little of the cost beyond the arithmetic left), so that cost is spent on `lanes` threads at once and counted divided by them.
+  Where the clock ends the passes first (a large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
