@@ -170,8 +170,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   only the arithmetic would give a 190,000-character text 9 members of 2x192, about 360 s at one thread). On a CPU
   the members step side by side, one per thread (charrnn.lanes: at two threads a Zen 4 stepped 8 members of 2x64 to
   2x256 1.14 to 1.27 times faster than in turn, at 233 to 268 GFLOP/s from 2x128 up against the class's 250, so
-  with little of the cost beyond the arithmetic left), so that cost is spent on `lanes` threads at once and counted divided by them.
-  Where the clock ends the passes first (a large text) one network gets the whole budget.
+  with little of the cost beyond the arithmetic left), so that cost is spent on `lanes` threads at once and counted
+  divided by them. Where the clock ends the passes first (a large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
