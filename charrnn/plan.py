@@ -163,7 +163,8 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   0.003 to 0.018 (session 52, both seeds of each). Members also want less regularisation than one
   network: weight drop 0.1 instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8,
   0.012 to 0.022 with 16, and nothing with 2 (0.003 on a 405,000-character text), so from MEMBERS_WEIGHT_DROP_FROM
-  members the plan sets MEMBERS_WEIGHT_DROP. Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a
+  members the plan sets MEMBERS_WEIGHT_DROP; and with 32 0.05 beat 0.1 on three texts by 0.003 to 0.011 (session 52),
+  so from MANY_MEMBERS_FROM it sets MANY_MEMBERS_WEIGHT_DROP. Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a
   day at half speed still reads every member's passes (timed: 2 members of a 405,000-character text at one thread, the
   2-thread plan, read theirs in 4.4 of 5 minutes and scored 1.9267 against one network's 1.9597), each step counted at
   its arithmetic plus MEMBER_STEP_SECONDS, what small members spend beyond it (at one thread 9.5 ms a step; counting
@@ -250,6 +251,10 @@ MEMBERS_AT_SPEED = 0.5
 # with 2 (bench/QUALITY.md, session 51).
 MEMBERS_WEIGHT_DROP = 0.1
 MEMBERS_WEIGHT_DROP_FROM = 4
+# And 32 want less again: 0.05 instead of 0.1 gained 0.003 to 0.011 (mean 0.008) on three texts of 9,700 to 30,000
+# characters, both seeds of each (bench/QUALITY.md, session 52); counts between 16 and 32 were not measured at 0.05.
+MANY_MEMBERS_WEIGHT_DROP = 0.05
+MANY_MEMBERS_FROM = 32
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members")
 
@@ -409,7 +414,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
         members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
     if members >= MEMBERS_WEIGHT_DROP_FROM and weight_drop:  # the mixture averages away part of each one's over-fit
-        weight_drop = MEMBERS_WEIGHT_DROP
+        weight_drop = MANY_MEMBERS_WEIGHT_DROP if members >= MANY_MEMBERS_FROM else MEMBERS_WEIGHT_DROP
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
                 eval_every=eval_every, chars=chars, epochs=epochs,
