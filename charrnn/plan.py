@@ -149,30 +149,31 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   On six texts the floor was not set on (licences and Python modules of 6,000 to 15,500 characters) it beat 20
   passes by 0.13 to 0.76.
 - Members: a --minutes budget that ends its passes early (the cap above) trains as many networks side by side as fit
-  in it at the nominal throughput, up to MAX_MEMBERS, each for the planned passes; the model predicts the mean of their
-  probabilities (model.Ensemble). A text that fits its passes in a few seconds of a 5-minute budget has no better use
-  for the rest: more passes, a wider model, more dropout or smaller batches each lost or went both ways on small
-  texts (bench/QUALITY.md, session 49), while the mixture of 4 runs of the plan (four seeds) beat one on every text
-  of 17,000 to 190,000 characters measured, by 0.056 to 0.151 bits/char (2 runs: 0.037 to 0.098), and two runs of
+  in it at the nominal throughput, up to MAX_MEMBERS, each for the planned passes; the model predicts the mean of
+  their probabilities (model.Ensemble). A text that fits its passes in a few seconds of a 5-minute budget has no
+  better use for the rest: more passes, a wider model, more dropout or smaller batches each lost or went both ways on
+  small texts (bench/QUALITY.md, session 49), while the mixture of 4 runs of the plan (four seeds) beat one on every
+  text of 17,000 to 190,000 characters measured, by 0.056 to 0.151 bits/char (2 runs: 0.037 to 0.098), and two runs of
   tinyshakespeare's 15-minute plan by 0.038; runs reading the same batches mixed as well as runs reading their own.
-  Trained together in one run (session 50, the `cpu-amx` 5-minute plan in fixed steps, two seeds), 4 members beat
-  one network on the same eight texts by 0.047 to 0.169 and matched the separate runs mixed; timed, five texts of
-  11,000 to 236,000 characters (three not among the eight) gained 0.089 to 0.181, the longest in 2.5 of its 5 minutes.
-  More kept helping (session 51, the same protocol): 8 members beat 4 on seven of the eight texts (mean 0.014), 16
-  beat 8 on three of 17,000 to 73,000 characters by 0.008 to 0.022, and 32 beat 16 on four of 9,700 to 47,000 by
-  0.003 to 0.018 (session 52, both seeds of each). Members also want less regularisation than one
-  network: weight drop 0.1 instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8,
-  0.012 to 0.022 with 16, and nothing with 2 (0.003 on a 405,000-character text), so from MEMBERS_WEIGHT_DROP_FROM
-  members the plan sets MEMBERS_WEIGHT_DROP; and with 32 0.05 beat 0.1 on three texts by 0.003 to 0.011 (session 52),
-  so from MANY_MEMBERS_FROM it sets MANY_MEMBERS_WEIGHT_DROP. Members are planned at MEMBERS_AT_SPEED of the class's figure, so that a
-  day at half speed still reads every member's passes (timed: 2 members of a 405,000-character text at one thread, the
-  2-thread plan, read theirs in 4.4 of 5 minutes and scored 1.9267 against one network's 1.9597), each step counted at
-  its arithmetic plus MEMBER_STEP_SECONDS, what small members spend beyond it (at one thread 9.5 ms a step; counting
-  only the arithmetic would give a 190,000-character text 9 members of 2x192, about 360 s at one thread). On a CPU
-  the members step side by side, one per thread (charrnn.lanes: at two threads a Zen 4 stepped 8 members of 2x64 to
-  2x256 1.14 to 1.27 times faster than in turn, at 233 to 268 GFLOP/s from 2x128 up against the class's 250, so
-  with little of the cost beyond the arithmetic left), so that cost is spent on `lanes` threads at once and counted
-  divided by them. Where the clock ends the passes first (a large text) one network gets the whole budget.
+  Trained together in one run (session 50, the `cpu-amx` 5-minute plan in fixed steps, two seeds), 4 members beat one
+  network on the same eight texts by 0.047 to 0.169 and matched the separate runs mixed; timed, five texts of 11,000
+  to 236,000 characters (three not among the eight) gained 0.089 to 0.181, the longest in 2.5 of its 5 minutes. More
+  kept helping (session 51, the same protocol): 8 members beat 4 on seven of the eight texts (mean 0.014), 16 beat 8
+  on three of 17,000 to 73,000 characters by 0.008 to 0.022, and 32 beat 16 on four of 9,700 to 47,000 by 0.003 to
+  0.018 (session 52, both seeds of each). Members also want less regularisation than one network: weight drop 0.1
+  instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8, 0.012 to 0.022 with 16, and
+  nothing with 2 (0.003 on a 405,000-character text), so from MEMBERS_WEIGHT_DROP_FROM members the plan sets
+  MEMBERS_WEIGHT_DROP; and 0.05 beat 0.1 with 16 members on two texts (0.007, 0.018) and with 32 on three (0.003 to
+  0.011; session 52), so from MANY_MEMBERS_FROM it sets MANY_MEMBERS_WEIGHT_DROP. Members are planned at
+  MEMBERS_AT_SPEED of the class's figure, so that a day at half speed still reads every member's passes (timed: 2
+  members of a 405,000-character text at one thread, the 2-thread plan, read theirs in 4.4 of 5 minutes and scored
+  1.9267 against one network's 1.9597), each step counted at its arithmetic plus MEMBER_STEP_SECONDS, what small
+  members spend beyond it (at one thread 9.5 ms a step; counting only the arithmetic would give a 190,000-character
+  text 9 members of 2x192, about 360 s at one thread). On a CPU the members step side by side, one per thread
+  (charrnn.lanes: at two threads a Zen 4 stepped 8 members of 2x64 to 2x256 1.14 to 1.27 times faster than in turn, at
+  233 to 268 GFLOP/s from 2x128 up against the class's 250, so with little of the cost beyond the arithmetic left), so
+  that cost is spent on `lanes` threads at once and counted divided by them. Where the clock ends the passes first (a
+  large text) one network gets the whole budget.
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -251,10 +252,11 @@ MEMBERS_AT_SPEED = 0.5
 # with 2 (bench/QUALITY.md, session 51).
 MEMBERS_WEIGHT_DROP = 0.1
 MEMBERS_WEIGHT_DROP_FROM = 4
-# And 32 want less again: 0.05 instead of 0.1 gained 0.003 to 0.011 (mean 0.008) on three texts of 9,700 to 30,000
-# characters, both seeds of each (bench/QUALITY.md, session 52); counts between 16 and 32 were not measured at 0.05.
+# And 16 or more want less again: 0.05 instead of 0.1 gained 0.007 and 0.018 with 16 members on two texts of 30,000
+# and 47,000 characters, 0.003 to 0.011 (mean 0.008) with 32 on three of 9,700 to 30,000, both seeds of each, all ten
+# runs better (bench/QUALITY.md, session 52).
 MANY_MEMBERS_WEIGHT_DROP = 0.05
-MANY_MEMBERS_FROM = 32
+MANY_MEMBERS_FROM = 16
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members")
 

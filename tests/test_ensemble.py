@@ -155,7 +155,7 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     assert small.weight_drop == plan.MANY_MEMBERS_WEIGHT_DROP < plan.MEMBERS_WEIGHT_DROP < plan.WEIGHT_DROP
     assert planned(400_000, minutes=5).members == 2 and planned(400_000, minutes=5).weight_drop == plan.WEIGHT_DROP
     for count, weight_drop in ((1, plan.WEIGHT_DROP), (3, plan.WEIGHT_DROP), (4, plan.MEMBERS_WEIGHT_DROP),
-                               (31, plan.MEMBERS_WEIGHT_DROP), (32, plan.MANY_MEMBERS_WEIGHT_DROP)):
+                               (15, plan.MEMBERS_WEIGHT_DROP), (16, plan.MANY_MEMBERS_WEIGHT_DROP)):
         told = plan.plan(corpus_chars=30_000, budget=plan.Budget(minutes=5), flops=amx, members=count, **shape)
         assert (told.members, told.weight_drop) == (count, weight_drop)
     for chars in (20_000, 85_000, 190_000, 400_000, 953_000, 3_000_000):  # a longer budget never trains fewer

@@ -32,7 +32,7 @@ def test_a_longer_budget_never_picks_a_narrower_model_or_less_regularisation(cor
     few = [p.weight_drop for p in chosen if p.members < plan.MEMBERS_WEIGHT_DROP_FROM]
     assert few == sorted(few)
     # except that an ensemble of four or more is itself the regulariser, and each member gets less (session 51), and
-    # of 32 less again (session 52)
+    # of 16 or more less again (session 52)
     ensembles = [p for p in chosen if p.members >= plan.MEMBERS_WEIGHT_DROP_FROM]
     assert all(p.weight_drop == (plan.MANY_MEMBERS_WEIGHT_DROP if p.members >= plan.MANY_MEMBERS_FROM
                                  else plan.MEMBERS_WEIGHT_DROP) for p in ensembles)
