@@ -29,9 +29,9 @@ from machine import cpu_name, gemm_summary  # noqa: E402  (bench/machine.py)
 
 from charrnn import kernels  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
-from charrnn.devices import autocast, has_native_bf16  # noqa: E402
-from charrnn.lanes import Lanes  # noqa: E402
-from charrnn.model import build, detach_state, member_losses, members  # noqa: E402
+from charrnn.devices import has_native_bf16  # noqa: E402
+from charrnn.lanes import Lanes, step_in_turn  # noqa: E402
+from charrnn.model import build, detach_state  # noqa: E402
 
 VOCAB, BATCH, SEQ, CLIP = 76, 32, 64, 5.0
 
@@ -49,11 +49,7 @@ def stepper(shape: str, count: int, bf16: bool, lanes: Lanes | None):
         optimizer.zero_grad(set_to_none=True)
         model.seed_members()
         if lanes is None:
-            with autocast(x.device, bf16):
-                logits, hidden_state = model(x, state[0], per_member=True)
-            member_losses(logits, y).backward()
-            for member in members(model):
-                torch.nn.utils.clip_grad_norm_(member.parameters(), CLIP)
+            _, hidden_state = step_in_turn(model, model, x, y, state[0], bf16=bf16, grad_clip=CLIP)
         else:
             _, hidden_state = lanes.step(model, x, y, state[0], bf16=bf16, grad_clip=CLIP)
         optimizer.step()

@@ -16,11 +16,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torch import Tensor
-from torch.nn import functional as F
+from torch import Tensor, nn
 
 from charrnn.devices import autocast
-from charrnn.model import Ensemble, State, member_states
+from charrnn.model import Ensemble, Network, State, member_losses, member_states, members
 
 
 def lane_count(device: torch.device, members: int, threads: int, distributed: bool) -> int:
@@ -30,6 +29,21 @@ def lane_count(device: torch.device, members: int, threads: int, distributed: bo
     if device.type != "cpu" or distributed:
         return 1
     return max(1, min(members, threads))
+
+
+def step_in_turn(network: nn.Module, model: Network, x: Tensor, y: Tensor, state: State | None, *, bf16: bool,
+                 grad_clip: float) -> tuple[Tensor, State]:
+    """What `Lanes.step` computes, with every member stepped on this thread in turn through `network` (the model, or
+    DDP around it under torchrun): the sum of the members' mean losses (nats) and the new state, gradients in .grad,
+    each member's clipped to `grad_clip` (0: not) as if it trained alone."""
+    with autocast(x.device, bf16):
+        logits, state = network(x, state, per_member=True)  # (members, B, T, V)
+    loss = member_losses(logits, y)
+    loss.backward()
+    if grad_clip:
+        for member in members(model):
+            torch.nn.utils.clip_grad_norm_(member.parameters(), grad_clip)
+    return loss, state
 
 
 class Lanes:
@@ -43,9 +57,8 @@ class Lanes:
 
     def step(self, model: Ensemble, x: Tensor, y: Tensor, state: State | None, *, bf16: bool,
              grad_clip: float) -> tuple[Tensor, State]:
-        """Forward and backward for every member on ids `x` and targets `y` (B, T) from `state`, each member's
-        gradients clipped to `grad_clip` (0: not) as if it trained alone: the sum of the members' mean losses (nats),
-        as model.member_losses gives it, and the new state. Gradients accumulate into the members' .grad."""
+        """`step_in_turn`'s step, bit for bit, with the members side by side: forward and backward for every member
+        on ids `x` and targets `y` (B, T) from `state`; the sum of the members' mean losses and the new state."""
         states = member_states(state, model.config) if state is not None else [None] * len(model.members)
         done: list[tuple[Tensor, State] | None] = [None] * len(model.members)
 
@@ -53,8 +66,8 @@ class Lanes:
             for k in range(first, len(model.members), self.lanes):
                 member = model.members[k]
                 with autocast(x.device, bf16):  # autocast is per thread: entered here, not by the caller
-                    logits, new_state = member(x, states[k])
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+                    logits, new_state = member(x, states[k], per_member=True)  # (1, B, T, V)
+                loss = member_losses(logits, y)
                 loss.backward()
                 if grad_clip:
                     torch.nn.utils.clip_grad_norm_(member.parameters(), grad_clip)

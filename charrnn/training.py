@@ -20,11 +20,11 @@ import torch
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
 from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
-from charrnn.devices import autocast, bf16_fault, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
+from charrnn.devices import bf16_fault, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
-from charrnn.lanes import Lanes, lane_count
-from charrnn.model import Ensemble, Network, State, build, detach_state, member_losses, members, pad_embedding_column, with_even_embedding
+from charrnn.lanes import Lanes, lane_count, step_in_turn
+from charrnn.model import Ensemble, Network, State, build, detach_state, pad_embedding_column, with_even_embedding
 
 DEFAULT_MINUTES = 10.0  # the budget when none of --steps, --epochs, --minutes is given
 
@@ -108,6 +108,7 @@ class TrainResult:
     interrupted: bool = False
     history: dict = field(default_factory=dict)
     main_process: bool = True  # under torchrun, only rank 0 reports
+    processes: int = 1  # torchrun's world size
 
 
 @dataclass
@@ -169,12 +170,16 @@ class Run:
     sample_seed: str  # what samples during training start from (--sample-seed, or one that suits the corpus)
     plan_note: str  # what charrnn.plan chose for this run, for the log and the checkpoint
     log: Callable[[str], None]
-    lanes: int = 1  # an ensemble's members step on this many threads side by side (charrnn.lanes)
     threads: int = 1  # the CPU threads the run uses
 
     @property
     def device(self) -> torch.device:
         return self.ctx.device
+
+    @property
+    def lanes(self) -> int:
+        """The threads an ensemble's members step on side by side (charrnn.lanes); 1: in turn."""
+        return lane_count(self.device, self.model_config.members, self.threads, self.ctx.enabled)
 
     def fraction_done(self, step: int, elapsed: float) -> float:
         """How much of the budget is spent: steps, or clock time with --minutes, whichever is further along."""
@@ -385,8 +390,9 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
     if not (config.steps or config.epochs or config.minutes):
         config = replace(config, minutes=DEFAULT_MINUTES)
     train_ids, val_ids = corpus.split(config.val_fraction, spread=config.val_split is ValSplit.SPREAD)
+    threads = min(torch.get_num_threads(), usable_cpus())  # the count the plan assumes; more add no speed
     if resumed is None:
-        model_config, config, plan_note = _planned(job, config, len(corpus.vocab), len(train_ids), ctx)
+        model_config, config, plan_note = _planned(job, config, len(corpus.vocab), len(train_ids), ctx, threads)
     device = ctx.device
 
     torch.manual_seed(config.random_seed)
@@ -417,7 +423,6 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
     wrapped = model
     if ctx.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    threads = min(torch.get_num_threads(), usable_cpus())
     total_steps = config.steps
     if config.epochs is not None:
         epoch_steps = math.ceil(config.epochs * batches.windows_per_epoch)
@@ -427,13 +432,13 @@ def _set_up(job: TrainJob, out: Path, ctx: distributed.Context, log: Callable[[s
                val_ids=spread_sample(val_ids, config.val_max_chars), bf16=bf16, arithmetic=arithmetic,
                total_steps=total_steps, budget_seconds=config.minutes * 60 if config.minutes else None,
                first_step=state.step, log=log, plan_note=plan_note,
-               lanes=lane_count(device, model_config.members, threads, ctx.enabled), threads=threads,
+               threads=threads,
                sample_seed=config.sample_seed if config.sample_seed is not None else suggest_seed(corpus.name, corpus.path),
                ), state
 
 
 def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: int,
-             ctx: distributed.Context) -> tuple[ModelConfig, TrainConfig, str]:
+             ctx: distributed.Context, threads: int) -> tuple[ModelConfig, TrainConfig, str]:
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
@@ -442,8 +447,6 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     native_bf16 = has_native_bf16(ctx.device)
     as_fp32 = native_bf16 and ctx.device.type == "cpu" and config.precision is Precision.FP32
     device_class = plan.device_class(ctx.device.type, native_bf16=native_bf16 and not as_fp32, amx=has_amx())
-    # the count the plan assumes is the one its note names; threads beyond the CPUs add no speed
-    threads = min(torch.get_num_threads(), usable_cpus())
     flops = plan.nominal_flops(device_class, threads=threads, processes=ctx.world_size)
     counts_bf16 = device_class in plan.BF16_CLASSES  # never under --precision fp32, which plans as `cpu` above
 
@@ -530,7 +533,8 @@ def _loop(run: Run, state: RunState, on_progress: Callable[[Progress], None]) ->
     return TrainResult(run_dir=run.out, steps=state.step, seconds=clock(),
                        best_val_bits=bits(state.best_val_nats) if math.isfinite(state.best_val_nats) else None,
                        last_val_bits=state.last_val_bits, parameters=model.parameter_count(),
-                       interrupted=interrupted, history=state.history, main_process=ctx.is_main)
+                       interrupted=interrupted, history=state.history, main_process=ctx.is_main,
+                       processes=ctx.world_size)
 
 
 def _forward_backward(run: Run, lanes: Lanes | None, x: torch.Tensor, y: torch.Tensor,
@@ -543,14 +547,7 @@ def _forward_backward(run: Run, lanes: Lanes | None, x: torch.Tensor, y: torch.T
         model.seed_members()
     if lanes is not None:
         return lanes.step(model, x, y, hidden, bf16=run.bf16, grad_clip=clip)
-    with autocast(run.device, run.bf16):
-        logits, hidden = run.wrapped(x, hidden, per_member=True)  # (members, B, T, V)
-    loss = member_losses(logits, y)
-    loss.backward()
-    if clip:
-        for member in members(model):
-            torch.nn.utils.clip_grad_norm_(member.parameters(), clip)
-    return loss, hidden
+    return step_in_turn(run.wrapped, model, x, y, hidden, bf16=run.bf16, grad_clip=clip)
 
 
 def _progress(run: Run, state: RunState, loss_nats: float, lr: float, session_seconds: float) -> Progress:

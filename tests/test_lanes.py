@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charrnn.lanes import Lanes, lane_count
-from charrnn.model import build, member_losses, members
+from charrnn.lanes import Lanes, lane_count, step_in_turn
+from charrnn.model import build
 from charrnn.training import run
 
 from .conftest import tiny_config, tiny_job
@@ -14,12 +14,7 @@ from .conftest import tiny_config, tiny_job
 
 def stepped_in_turn(model, x, y, state):
     model.seed_members()
-    logits, state = model(x, state, per_member=True)
-    loss = member_losses(logits, y)
-    loss.backward()
-    for member in members(model):
-        torch.nn.utils.clip_grad_norm_(member.parameters(), 0.05)
-    return loss, state
+    return step_in_turn(model, model, x, y, state, bf16=False, grad_clip=0.05)
 
 
 def stepped_in_lanes(model, x, y, state, lanes):

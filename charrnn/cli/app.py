@@ -162,7 +162,7 @@ def train(
         finally:
             progress.close()
         if not result.main_process:
-            _end_torchrun_rank(0)
+            _end_torchrun_rank(result, 0)
             return
         best = f"{result.best_val_bits:.3f}" if result.best_val_bits is not None else "n/a"
         ui.message(f"{'interrupted at' if result.interrupted else 'trained'} step {result.steps} "
@@ -170,16 +170,16 @@ def train(
         if result.interrupted:
             ui.message(f"saved {result.run_dir}/latest.pt; continue with: charrnn train {corpus or ''} "
                        f"--out {result.run_dir} --resume".replace("  ", " "))
-        _end_torchrun_rank(130 if result.interrupted else 0)
+        _end_torchrun_rank(result, 130 if result.interrupted else 0)
         if result.interrupted:
             raise typer.Exit(130)
 
 
-def _end_torchrun_rank(code: int) -> None:
+def _end_torchrun_rank(result, code: int) -> None:
     """Under torchrun, end this rank now that its run is saved and its process group destroyed: gloo's threads now and
     then abort a rank in the interpreter's teardown ("terminate called without an active exception", seen in CI),
     and torchrun then reports a run that finished as failed. A plain run exits as usual."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if result.processes > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
