@@ -7,7 +7,8 @@
                                                        # what that class plans for an hour, run for fixed steps
 
 A file (or a built-in corpus's text) is cut at 90%: `charrnn train` gets the first 90% (its own validation, for
-best.pt, is 5% of that), and `charrnn eval` scores the last 10%, which training never read. Arguments after
+best.pt, is 5% of that), and `charrnn eval` scores the last 10%, which training never read. With `--held-out FILE`
+the run trains on the whole corpus and scores FILE (a text of a few thousand characters leaves too little to score). Arguments after
 `--` go to `charrnn train` as they are.
 Every result line carries the CPU's name and an fp32 GEMM figure measured in the same run, since a
 `--minutes` budget buys more steps on a faster day, and the model the run trained (the plan picks the width
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="a fixed number of steps instead of --minutes: the result no longer depends on the machine's speed or load")
     parser.add_argument("--work", type=Path, default=None, help="where the split and the run go (default: a temp dir)")
+    parser.add_argument("--held-out", type=Path, default=None,
+                        help="score this file instead: train on the whole corpus (for texts too small to spare 10%%)")
     parser.add_argument("--planned-as", metavar="CLASS", default=None,
                         help="with --steps: train with what device class CLASS plans for --minutes (bench/planned_as.py)")
     args, train_options = parser.parse_known_args()
@@ -74,7 +77,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     gemm_before = gemm_gflops()
     source = corpora.build(args.corpus) if args.corpus in corpora.names() else Path(args.corpus)
-    train_text, held_out = split_held_out(source.read_text(encoding="utf-8"), work)
+    if args.held_out:
+        train_text, held_out = source, args.held_out
+    else:
+        train_text, held_out = split_held_out(source.read_text(encoding="utf-8"), work)
     run = work / "run"
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
     trainer = ((str(Path(__file__).with_name("planned_as.py")), args.planned_as, str(args.minutes), "--")
@@ -87,7 +93,8 @@ def main() -> None:
                                 *(["--threads", threads] if threads else [])).stdout)
     state = torch.load(run / "latest.pt", weights_only=True)
     model = state["model_config"]
-    result = {"corpus": args.corpus, "minutes": None if args.steps else args.minutes,
+    result = {"corpus": args.corpus, **({"held_out": str(args.held_out)} if args.held_out else {}),
+              "minutes": None if args.steps else args.minutes,
               **({"planned_as": f"{args.planned_as}, {args.minutes:g} minutes"} if args.planned_as else {}),
               "seconds": round(state["elapsed_seconds"]), "options": " ".join(train_options) or "(defaults)",
               "model": f"{model['layers']}x{model['hidden']} {model['cell']}, dropout {model['dropout']:g}, "
