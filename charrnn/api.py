@@ -69,7 +69,8 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     segment_len, lr, schedule, warmup_steps, grad_clip, weight_decay, steps, epochs, minutes, val_fraction,
     eval_every, random_seed, precision (training); out, resume, force, device, threads, encoding. hidden,
     weight_drop, segment_len, lr, eval_every and members that are not given are planned from the corpus size and the budget
-    (charrnn.plan). `on_progress` receives a `Progress` after every step; `log` receives log lines.
+    (charrnn.plan), and batch_size and seq_len not given are lowered for a text too short for them. `on_progress`
+    receives a `Progress` after every step; `log` receives log lines.
     With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
     `threads` holds for the run only: the process's thread count is restored when it returns.
     """

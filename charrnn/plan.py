@@ -1,6 +1,7 @@
 """Settings that fit the corpus and the budget: `plan()` picks the width, weight drop, reading order, peak
 learning rate, validation cadence and (for a --minutes budget) the most passes a run gets for whatever the
-user did not set, from the corpus size, the budget and the device class alone.
+user did not set, from the corpus size, the budget and the device class alone; `fit_windows` lowers the batch (and
+then the window) for a text too short for them.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -258,7 +259,9 @@ MEMBERS_WEIGHT_DROP_FROM = 4
 MANY_MEMBERS_WEIGHT_DROP = 0.05
 MANY_MEMBERS_FROM = 16
 # What a plan may set; any explicit option wins.
-PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members")
+PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
+# Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`fit_windows`).
+FITTED = ("batch_size", "seq_len")
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,8 @@ class Plan:
         picked = ", ".join(values[name] for name in PLANNED if name in chosen and name in values)
         narrowed = (f" (not --hidden {self.narrowed_from}: this device trains it slower than planned, in fp32, since its "
                     "bf16 gradients are wrong here)" if self.narrowed_from else "")
-        return f"planned for about {self.epochs:.2g} passes over the text: {picked or 'nothing (all set)'}{narrowed}"
+        passes = f"{self.epochs:.2g}" if self.epochs < 100 else f"{self.epochs:.0f}"  # not 2e+02
+        return f"planned for about {passes} passes over the text: {picked or 'nothing (all set)'}{narrowed}"
 
 
 def device_class(device_type: str, *, native_bf16: bool, amx: bool = False) -> str:
@@ -340,6 +344,26 @@ def max_epochs(corpus_chars: int, batch_chars: int) -> float:
     more = MAX_EPOCHS * math.sqrt(MORE_EPOCHS_BELOW / max(1, corpus_chars))
     enough_steps = MIN_STEPS * batch_chars / max(1, corpus_chars)
     return round(max(min(MOST_EPOCHS, max(MAX_EPOCHS, more)), enough_steps), 1)
+
+
+def fit_windows(corpus_chars: int, batch_size: int, seq_len: int, *, chosen: tuple[str, ...],
+                processes: int = 1) -> tuple[int, int]:
+    """--batch-size and --seq-len for `corpus_chars` training characters: as given where one window of every stream
+    fits the text; else, of the two that `chosen` leaves to the plan, the batch lowered (to a multiple of the
+    processes) until every stream has a window, and where one stream per process has none, the window shortened to
+    the text. A poem of 2,000 characters is too short for 32 windows of 65 at the defaults. A text that still does
+    not fit (the user set both) is left to data.StreamBatches, whose error names the fix."""
+
+    def fits(batch: int, length: int) -> bool:
+        return corpus_chars // batch >= length + 1
+
+    if fits(batch_size, seq_len):
+        return batch_size, seq_len
+    if "batch_size" in chosen:
+        batch_size = max(processes, corpus_chars // (seq_len + 1) // processes * processes)
+    if "seq_len" in chosen and not fits(batch_size, seq_len):
+        seq_len = max(1, corpus_chars // batch_size - 1)
+    return batch_size, seq_len
 
 
 def max_parameters(corpus_chars: int) -> float:

@@ -442,6 +442,13 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
+    batch_size, seq_len = plan.fit_windows(train_chars, config.batch_size, config.seq_len, chosen=chosen,
+                                           processes=ctx.world_size)
+    fitted = (f"--batch-size {batch_size}" * (batch_size != config.batch_size),
+              f"--seq-len {seq_len}" * (seq_len != config.seq_len))
+    fitted_note = (f"; {' and '.join(filter(None, fitted))}, since {config.batch_size} windows of {config.seq_len + 1} "
+                   f"characters do not fit the {train_chars:,} training characters") if any(fitted) else ""
+    config = replace(config, batch_size=batch_size, seq_len=seq_len)
     # a CPU class's figure counts its arithmetic: one told to train in fp32 plans as an fp32 CPU (on a Xeon with AMX
     # 2x1024 stepped 1.5-2.2 times slower in fp32 than in bf16: bench/RESULTS.md, session 43)
     native_bf16 = has_native_bf16(ctx.device)
@@ -468,7 +475,7 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     config = replace(config, **{name: getattr(planned, name) for name in ("segment_len", "lr", "eval_every") if name in chosen})
     if "epochs" in chosen and planned.max_epochs:  # a clock budget longer than the text can use
         config = replace(config, epochs=planned.max_epochs)
-    note = planned.describe(chosen)
+    note = planned.describe(chosen) + fitted_note
     if config.minutes and chosen:
         note += (f" (minutes planned at a nominal {flops / 1e9:,.0f} GFLOP/s: {device_class}"
                  f"{' for --precision fp32' if as_fp32 else ''}, {threads} thread{'s' * (threads > 1)})")

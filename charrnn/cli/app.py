@@ -91,8 +91,12 @@ def train(
              "step and an exported page; on a CPU they train one per thread at a time). Default: planned: with --minutes, as many (up to 32) "
              "as the budget trains for the planned passes, which a small text ends early; else 1.",
         show_default=False)] = None,
-    seq_len: Annotated[int, typer.Option(help="Characters per truncated-BPTT window.")] = TrainConfig.seq_len,
-    batch_size: Annotated[int, typer.Option(help="Parallel streams of the text per step (global, across processes).")] = TrainConfig.batch_size,
+    seq_len: Annotated[int, typer.Option(
+        help="Characters per truncated-BPTT window. Shortened, unless given, for a text too short for one window "
+             "of a single stream.")] = TrainConfig.seq_len,
+    batch_size: Annotated[int, typer.Option(
+        help="Parallel streams of the text per step (global, across processes). Lowered, unless given, for a text "
+             "too short for one window of each (under about 2,200 characters at the defaults).")] = TrainConfig.batch_size,
     segment_len: Annotated[Optional[int], typer.Option(
         help="Characters a stream reads in order (its state carried) before it moves to another part of the text; "
              "each pass reads every segment once, in a new order drawn from --random-seed, so a run that reads part of "
