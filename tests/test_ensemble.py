@@ -152,7 +152,11 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
         assert planned(85_000, **budget).members == 1
     assert plan.plan(corpus_chars=85_000, budget=plan.Budget(minutes=5), flops=amx, members=2, **shape).members == 2
     # four members or more regularise less than one network (bench/QUALITY.md, session 51); an explicit value wins
-    assert small.weight_drop == plan.MANY_MEMBERS_WEIGHT_DROP < plan.MEMBERS_WEIGHT_DROP < plan.WEIGHT_DROP
+    assert planned(30_000, minutes=5).members >= plan.MANY_MEMBERS_FROM
+    assert planned(30_000, minutes=5).weight_drop == plan.MANY_MEMBERS_WEIGHT_DROP < plan.MEMBERS_WEIGHT_DROP < plan.WEIGHT_DROP
+    # and a text read for the fewest steps a clock budget gives (under 20,480 characters here) none (session 53)
+    assert small.weight_drop == plan.FLOOR_MEMBERS_WEIGHT_DROP == 0 and "(200 steps" in small.describe(plan.PLANNED)
+    assert planned(20_000, minutes=5, steps=500).weight_drop == plan.WEIGHT_DROP  # not planned by the clock
     assert planned(400_000, minutes=5).members == 2 and planned(400_000, minutes=5).weight_drop == plan.WEIGHT_DROP
     for count, weight_drop in ((1, plan.WEIGHT_DROP), (3, plan.WEIGHT_DROP), (4, plan.MEMBERS_WEIGHT_DROP),
                                (15, plan.MEMBERS_WEIGHT_DROP), (16, plan.MANY_MEMBERS_WEIGHT_DROP)):
