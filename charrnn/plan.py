@@ -259,9 +259,9 @@ MEMBERS_WEIGHT_DROP_FROM = 4
 MANY_MEMBERS_WEIGHT_DROP = 0.05
 MANY_MEMBERS_FROM = 16
 # Except on a text so small that a clock budget reads it for MIN_STEPS steps (past MOST_EPOCHS passes): there 32
-# members of 2x64 without weight drop beat 0.05 on five of eight texts of 1,900 to 17,700 characters, both seeds or
-# all three the same way (by 0.005 to 0.14), lost on one (0.012), and split on two (bench/QUALITY.md, session 53);
-# at 20 passes, above the floor, two texts of 27,000 and 32,000 characters kept 0.025-0.05 (0 lost 0.004).
+# members of 2x64 without weight drop beat 0.05 on five of eight texts of 1,900 to 16,900 training characters, both
+# seeds or all three the same way (by 0.005 to 0.14), lost on one (0.012), and split on two (bench/QUALITY.md, session
+# 53); at 20 passes, above the floor, two texts of 25,700 and 30,100 kept 0.025-0.05 (0 lost 0.003 and 0.005).
 FLOOR_MEMBERS_WEIGHT_DROP = 0.0
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
