@@ -8,8 +8,8 @@
 
 A file (or a built-in corpus's text) is cut at 90%: `charrnn train` gets the first 90% (its own validation, for
 best.pt, is 5% of that), and `charrnn eval` scores the last 10%, which training never read. With `--held-out FILE`
-the run trains on the whole corpus and scores FILE (a text of a few thousand characters leaves too little to score). Arguments after
-`--` go to `charrnn train` as they are.
+the run trains on the whole corpus and scores FILE (the tenth of a text of a few thousand characters is too little
+to score). Arguments after `--` go to `charrnn train` as they are.
 Every result line carries the CPU's name and an fp32 GEMM figure measured in the same run, since a
 `--minutes` budget buys more steps on a faster day, and the model the run trained (the plan picks the width
 from the budget: with --steps too). The work folder is kept, and named, for bench/dynamic.py.
