@@ -260,9 +260,11 @@ MANY_MEMBERS_WEIGHT_DROP = 0.05
 MANY_MEMBERS_FROM = 16
 # Except on a text so small that a clock budget reads it for MIN_STEPS steps (past MOST_EPOCHS passes): there 32
 # members of 2x64 without weight drop beat 0.05 on five of eight texts of 1,900 to 16,900 training characters, both
-# seeds or all three the same way (by 0.005 to 0.14), lost on one (0.012), and split on two (bench/QUALITY.md, session
-# 53); at 20 passes, above the floor, two texts of 25,700 and 30,100 kept 0.025-0.05 (0 lost 0.003 and 0.005).
+# seeds or all three the same way (by 0.005 to 0.14), lost on one (0.012), and split on two, and 8 without it beat 0.1
+# on three of four (mean 0.015; the prose lost 0.002); with 4 the prose lost 0.024 (bench/QUALITY.md, session 53).
+# At 20 passes, above the floor, two texts of 25,700 and 30,100 kept 0.025-0.05 (0 lost 0.003 and 0.005).
 FLOOR_MEMBERS_WEIGHT_DROP = 0.0
+FLOOR_MEMBERS_FROM = 8
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
 # Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`fit_windows`).
@@ -446,8 +448,8 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
     if members >= MEMBERS_WEIGHT_DROP_FROM and weight_drop:  # the mixture averages away part of each one's over-fit
         at_step_floor = capped and most_passes > MOST_EPOCHS  # a few hundred steps: slowed more than over-fit
-        weight_drop = (MEMBERS_WEIGHT_DROP if members < MANY_MEMBERS_FROM else
-                       FLOOR_MEMBERS_WEIGHT_DROP if at_step_floor else MANY_MEMBERS_WEIGHT_DROP)
+        weight_drop = (FLOOR_MEMBERS_WEIGHT_DROP if at_step_floor and members >= FLOOR_MEMBERS_FROM else
+                       MANY_MEMBERS_WEIGHT_DROP if members >= MANY_MEMBERS_FROM else MEMBERS_WEIGHT_DROP)
     eval_every = max(50, round(steps / VALIDATIONS_PER_RUN / 50) * 50) if math.isfinite(steps) else 100
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
                 eval_every=eval_every, chars=chars, epochs=epochs,

@@ -157,6 +157,10 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     # and a text read for the fewest steps a clock budget gives (under 20,480 characters here) none (session 53)
     assert small.weight_drop == plan.FLOOR_MEMBERS_WEIGHT_DROP == 0 and "(200 steps" in small.describe(plan.PLANNED)
     assert planned(20_000, minutes=5, steps=500).weight_drop == plan.WEIGHT_DROP  # not planned by the clock
+    for count, weight_drop in ((1, plan.WEIGHT_DROP), (4, plan.MEMBERS_WEIGHT_DROP), (7, plan.MEMBERS_WEIGHT_DROP),
+                               (8, 0), (16, 0)):  # at the floor, from 8 members
+        told = plan.plan(corpus_chars=10_000, budget=plan.Budget(minutes=5), flops=amx, members=count, **shape)
+        assert told.weight_drop == weight_drop, count
     assert planned(400_000, minutes=5).members == 2 and planned(400_000, minutes=5).weight_drop == plan.WEIGHT_DROP
     for count, weight_drop in ((1, plan.WEIGHT_DROP), (3, plan.WEIGHT_DROP), (4, plan.MEMBERS_WEIGHT_DROP),
                                (15, plan.MEMBERS_WEIGHT_DROP), (16, plan.MANY_MEMBERS_WEIGHT_DROP)):

@@ -83,7 +83,7 @@ def train(
         help="DropConnect probability on each layer's hidden-to-hidden weights, a new mask every step (Merity et "
              "al. 2017's weight-dropped LSTM); the fused recurrent kernels stay. Default: planned: 0.2 for a run "
              "planned to read its text about 6 times or more (0.1 for each of 4 or more --members, 0.05 for each of "
-             "16 or more, none for 16 or more on a text under about 21,000 characters), else none.",
+             "16 or more, none for 8 or more on a text under about 21,000 characters), else none.",
         show_default=False)] = None,
     members: Annotated[Optional[int], typer.Option(
         help="Networks trained side by side on the same batches, each on its own loss; the model predicts the mean "
