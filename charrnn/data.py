@@ -91,9 +91,11 @@ class Corpus:
         n = len(self.ids)
         n_val = int(n * val_fraction)
         if n_val < 2 or n - n_val < 2:
+            fits = _fitting_val_fraction(n)
             raise CharRNNError(
                 f"--val-fraction {val_fraction} leaves {n - n_val} training and {n_val} validation characters "
-                f"of {n}; choose a fraction that leaves both at least 2 (or use a longer corpus)"
+                f"of {n}; choose a fraction that leaves both at least 2 "
+                + (f"(--val-fraction {fits:g} does for this text)" if fits else "(this text is too short: use a longer one)")
             )
         if not spread:
             return self.ids[: n - n_val], self.ids[n - n_val:]
@@ -178,6 +180,12 @@ def fingerprint_file(path: Path) -> str:
         while chunk := f.read(READ_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _fitting_val_fraction(chars: int) -> float | None:
+    """The smallest fraction in hundredths that leaves `chars` characters at least 2 to validate and 2 to train, if any
+    does (a 21-character text: 0.1)."""
+    return next((k / 100 for k in range(1, 100) if 2 <= int(chars * (k / 100)) <= chars - 2), None)
 
 
 def _stream_windows(chars: int, batch_size: int, seq_len: int) -> int:

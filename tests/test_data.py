@@ -98,7 +98,12 @@ def test_a_short_text_validates_on_fewer_longer_pieces(tiny_corpus):
 def test_a_validation_fraction_that_leaves_no_text_is_refused(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abcdefghij")
-    with pytest.raises(CharRNNError, match="--val-fraction"):
+    with pytest.raises(CharRNNError, match=r"--val-fraction 0.05 leaves 10 training and 0 .* \(--val-fraction 0.2 does"):
+        read_corpus(path).split(0.05)
+    train, val = read_corpus(path).split(0.2)  # the advice works
+    assert len(val) >= 2 and len(train) >= 2
+    path.write_text("abc")
+    with pytest.raises(CharRNNError, match="this text is too short: use a longer one"):
         read_corpus(path).split(0.05)
 
 
