@@ -193,6 +193,22 @@ def _stream_windows(chars: int, batch_size: int, seq_len: int) -> int:
     return (chars // batch_size - 1) // seq_len
 
 
+def fit_windows(chars: int, batch_size: int, seq_len: int, *, lower_batch: bool = True, lower_seq_len: bool = True,
+                processes: int = 1) -> tuple[int, int]:
+    """--batch-size and --seq-len for `chars` training characters: as given where one window of every stream fits
+    the text; else the batch lowered (where `lower_batch`; to a multiple of the processes) until every stream has a
+    window, and where one stream per process has none, the window shortened to the text (where `lower_seq_len`).
+    A poem of 2,000 characters is too short for 32 windows of 65 at the defaults. The plan fits what the user left
+    to it; StreamBatches' error names the fit of both."""
+    if _stream_windows(chars, batch_size, seq_len) >= 1:
+        return batch_size, seq_len
+    if lower_batch:
+        batch_size = max(processes, chars // (seq_len + 1) // processes * processes)
+    if lower_seq_len and _stream_windows(chars, batch_size, seq_len) < 1:
+        seq_len = max(1, chars // batch_size - 1)
+    return batch_size, seq_len
+
+
 def reads_in_segments(chars: int, batch_size: int, seq_len: int, segment_len: int) -> bool:
     """Whether StreamBatches deals `chars` characters in shuffled segments of `segment_len`, not char-rnn's layout.
 
@@ -237,8 +253,8 @@ class StreamBatches:
         stream_len = len(ids) // batch_size
         stream_windows = _stream_windows(len(ids), batch_size, seq_len)
         if stream_windows < 1:
-            streams = len(ids) // (seq_len + 1)
-            fits = f"--batch-size {streams}" if streams else f"--batch-size 1 --seq-len {max(1, len(ids) - 1)}"
+            streams, window = fit_windows(len(ids), batch_size, seq_len)
+            fits = f"--batch-size {streams}" + (f" --seq-len {window}" if window != seq_len else "")
             raise CharRNNError(
                 f"the training text ({len(ids):,} characters) is shorter than one window of "
                 f"--batch-size {batch_size} x (--seq-len {seq_len} + 1); lower them ({fits} fits this text), or use more text"

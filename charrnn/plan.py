@@ -1,7 +1,7 @@
 """Settings that fit the corpus and the budget: `plan()` picks the width, weight drop, reading order, peak
 learning rate, validation cadence and (for a --minutes budget) the most passes a run gets for whatever the
-user did not set, from the corpus size, the budget and the device class alone; `fit_windows` lowers the batch (and
-then the window) for a text too short for them.
+user did not set, from the corpus size, the budget and the device class alone; `data.fit_windows` lowers the batch
+(and then the window) for a text too short for them.
 
 It never times anything, so the same command on the same machine always picks the same settings. With
 --minutes it plans from a nominal throughput per device class (`nominal_flops`: the device type, whether a
@@ -267,7 +267,7 @@ FLOOR_MEMBERS_WEIGHT_DROP = 0.0
 FLOOR_MEMBERS_FROM = 8
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
-# Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`fit_windows`).
+# Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`data.fit_windows`).
 FITTED = ("batch_size", "seq_len")
 
 
@@ -351,26 +351,6 @@ def max_epochs(corpus_chars: int, batch_chars: int) -> float:
     more = MAX_EPOCHS * math.sqrt(MORE_EPOCHS_BELOW / max(1, corpus_chars))
     enough_steps = MIN_STEPS * batch_chars / max(1, corpus_chars)
     return round(max(min(MOST_EPOCHS, max(MAX_EPOCHS, more)), enough_steps), 1)
-
-
-def fit_windows(corpus_chars: int, batch_size: int, seq_len: int, *, chosen: tuple[str, ...],
-                processes: int = 1) -> tuple[int, int]:
-    """--batch-size and --seq-len for `corpus_chars` training characters: as given where one window of every stream
-    fits the text; else, of the two that `chosen` leaves to the plan, the batch lowered (to a multiple of the
-    processes) until every stream has a window, and where one stream per process has none, the window shortened to
-    the text. A poem of 2,000 characters is too short for 32 windows of 65 at the defaults. A text that still does
-    not fit (the user set both) is left to data.StreamBatches, whose error names the fix."""
-
-    def fits(batch: int, length: int) -> bool:
-        return corpus_chars // batch >= length + 1
-
-    if fits(batch_size, seq_len):
-        return batch_size, seq_len
-    if "batch_size" in chosen:
-        batch_size = max(processes, corpus_chars // (seq_len + 1) // processes * processes)
-    if "seq_len" in chosen and not fits(batch_size, seq_len):
-        seq_len = max(1, corpus_chars // batch_size - 1)
-    return batch_size, seq_len
 
 
 def max_parameters(corpus_chars: int) -> float:

@@ -19,7 +19,7 @@ import torch
 
 from charrnn import checkpoint, distributed, files, kernels, plan, sampling
 from charrnn.config import Cell, ModelConfig, Precision, SampleConfig, Schedule, TrainConfig, ValSplit, bits, check_types, choice
-from charrnn.data import Corpus, StreamBatches, read_corpus, spread_sample, suggest_seed
+from charrnn.data import Corpus, StreamBatches, fit_windows, read_corpus, spread_sample, suggest_seed
 from charrnn.devices import bf16_fault, choose_bf16, has_amx, has_native_bf16, odd_width_warning, pick_device, threads_warning, usable_cpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import EvalConfig, losses_per_char
@@ -442,8 +442,8 @@ def _planned(job: TrainJob, config: TrainConfig, vocab_size: int, train_chars: i
     """A new run's model and training settings: what the user set, and charrnn.plan's choice for the rest."""
     options = job.model
     chosen = tuple(name for name in plan.PLANNED if name in job.planned)
-    batch_size, seq_len = plan.fit_windows(train_chars, config.batch_size, config.seq_len, chosen=chosen,
-                                           processes=ctx.world_size)
+    batch_size, seq_len = fit_windows(train_chars, config.batch_size, config.seq_len, lower_batch="batch_size" in chosen,
+                                      lower_seq_len="seq_len" in chosen, processes=ctx.world_size)
     fitted = (f"--batch-size {batch_size}" * (batch_size != config.batch_size),
               f"--seq-len {seq_len}" * (seq_len != config.seq_len))
     fitted_note = (f"; {' and '.join(filter(None, fitted))}, since {config.batch_size} windows of {config.seq_len + 1} "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from charrnn import data
-from charrnn.data import StreamBatches, read_corpus, spread_sample
+from charrnn.data import StreamBatches, fit_windows, read_corpus, spread_sample
 from charrnn.errors import CharRNNError
 
 
@@ -202,3 +202,19 @@ def test_a_validation_sample_spreads_over_the_whole_split():
     assert sample.min() == 0 and sample.max() >= 9_000  # from the split's start to its last tenth
     assert torch.equal(sample[:100], ids[:100]) and torch.equal(sample[100:200], ids[1_000:1_100])  # runs, evenly spaced
     assert torch.equal(spread_sample(ids[:500], 1_000), ids[:500])  # a short split is used whole
+
+
+def test_a_text_too_short_for_the_default_windows_gets_fewer_streams_then_a_shorter_window():
+    # 32 streams of one 65-character window need 2,080 characters: a 2,000-character poem has 1,900 to train on
+    assert fit_windows(1_900, 32, 64) == (29, 64)
+    assert fit_windows(1_900, 32, 64, processes=2) == (28, 64)  # each rank its share
+    assert fit_windows(38, 32, 64) == (1, 37)
+    # what the user set stays: the other one gives way, or the data's error names the fix
+    assert fit_windows(1_900, 32, 64, lower_batch=False) == (32, 58)
+    assert fit_windows(1_900, 32, 64, lower_seq_len=False) == (29, 64)
+    assert fit_windows(38, 32, 64, lower_seq_len=False) == (1, 64)
+    assert fit_windows(1_900, 32, 64, lower_batch=False, lower_seq_len=False) == (32, 64)
+    for chars in (2, 65, 66, 500, 2_079, 2_080, 50_000):  # every fitted shape reads at least one window per stream
+        batch, seq_len = fit_windows(chars, 32, 64)
+        assert chars // batch >= seq_len + 1 and batch >= 1 and seq_len >= 1
+        assert (batch, seq_len) == (32, 64) or chars < 2_080

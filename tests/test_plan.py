@@ -425,22 +425,6 @@ def test_training_plans_a_bf16_class_by_the_widths_whose_bf16_gradients_are_righ
     assert lines[0].endswith(f": {planned_as}{' for --precision fp32' * (precision == 'fp32')}, 1 thread)")
 
 
-def test_a_text_too_short_for_the_default_windows_gets_fewer_streams_then_a_shorter_window():
-    # 32 streams of one 65-character window need 2,080 characters: a 2,000-character poem has 1,900 to train on
-    assert plan.fit_windows(1_900, 32, 64, chosen=plan.PLANNED) == (29, 64)
-    assert plan.fit_windows(1_900, 32, 64, chosen=plan.PLANNED, processes=2) == (28, 64)  # each rank its share
-    assert plan.fit_windows(38, 32, 64, chosen=plan.PLANNED) == (1, 37)
-    # what the user set stays: the other one gives way, or the data's error names the fix
-    assert plan.fit_windows(1_900, 32, 64, chosen=("seq_len",)) == (32, 58)
-    assert plan.fit_windows(1_900, 32, 64, chosen=("batch_size",)) == (29, 64)
-    assert plan.fit_windows(38, 32, 64, chosen=("batch_size",)) == (1, 64)
-    assert plan.fit_windows(1_900, 32, 64, chosen=()) == (32, 64)
-    for chars in (2, 65, 66, 500, 2_079, 2_080, 50_000):  # every fitted shape reads at least one window per stream
-        batch, seq_len = plan.fit_windows(chars, 32, 64, chosen=plan.PLANNED)
-        assert chars // batch >= seq_len + 1 and batch >= 1 and seq_len >= 1
-        assert (batch, seq_len) == (32, 64) or chars < 2_080
-
-
 def test_a_short_poem_trains_with_the_defaults_and_the_log_says_what_gave_way(tmp_path):
     poem = tmp_path / "poem.txt"
     poem.write_text(("Shall I compare thee to a summer's day?\nThou art more lovely and more temperate.\n" * 8)[:600],
