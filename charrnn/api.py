@@ -68,15 +68,17 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     embedding, skip, dropout, embedding_dropout, variational, weight_drop, members (model); seq_len, batch_size,
     segment_len, lr, schedule, warmup_steps, grad_clip, weight_decay, steps, epochs, minutes, val_fraction,
     eval_every, random_seed, precision (training); out, resume, force, device, threads, encoding. hidden,
-    weight_drop, segment_len, lr, eval_every and members that are not given are planned from the corpus size and the budget
-    (charrnn.plan), and batch_size and seq_len not given are lowered for a text too short for them. `on_progress`
-    receives a `Progress` after every step; `log` receives log lines.
+    weight_drop, segment_len, lr, eval_every and members that are not given (or given as None) are planned from the
+    corpus size and the budget (charrnn.plan), and batch_size and seq_len not given are lowered for a text too short
+    for them. `on_progress` receives a `Progress` after every step; `log` receives log lines.
     With `steps` or `epochs` the same `random_seed` gives the same weights; `minutes` follows the clock.
     `threads` holds for the run only: the process's thread count is restored when it returns.
     """
     unknown = sorted(set(options) - set(TRAIN_OPTIONS))
     if unknown:
         raise CharRNNError(f"unknown training option(s) {', '.join(unknown)}; the options are {', '.join(TRAIN_OPTIONS)}")
+    # None for a planned option is the command line's default: plan it, as if it were not given
+    options = {k: v for k, v in options.items() if not (v is None and k in PLANNED)}
     _check_threads(options.get("threads"))
     if options.get("embedding") is not None and options["embedding"] < 1:
         raise CharRNNError(f"--embedding must be greater than 0, got {options['embedding']}")

@@ -56,6 +56,18 @@ def test_train_from_python_matches_the_command_line(runner, tiny_corpus, tmp_pat
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+def test_none_for_a_planned_option_plans_it_as_the_command_line_does(tiny_corpus, tmp_path):
+    # the command line's default for a planned option is None, so a Python caller may pass it through
+    given = {k: v for k, v in TINY.items() if k not in ("hidden", "eval_every", "batch_size", "seq_len")}
+    planned = charrnn.train(tiny_corpus, out=tmp_path / "left_out", **given)
+    as_none = charrnn.train(tiny_corpus, out=tmp_path / "none", hidden=None, lr=None, weight_drop=None, members=None,
+                            eval_every=None, segment_len=None, batch_size=None, seq_len=None, **given)
+    assert planned.steps == as_none.steps == TINY["steps"]
+    a, b = (torch.load(tmp_path / name / "latest.pt", weights_only=True) for name in ("left_out", "none"))
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+
+
 def test_a_python_training_run_s_threads_end_with_the_run(tiny_corpus, tmp_path):
     before = torch.get_num_threads()  # 1 in the suite (conftest)
     seen = []
