@@ -95,17 +95,21 @@ def train(corpus: str | Path | None = None, *, on_progress: Callable[[Progress],
     return _train(job, on_progress=on_progress or (lambda p: None), log=log or (lambda s: None))
 
 
-def load(path: str | Path | None = None, *, device: Device | str = Device.AUTO, threads: int | None = None) -> Model:
+def load(path: str | Path | None = None, *, device: Device | str = Device.AUTO, threads: int | None = None,
+         members: int | None = None) -> Model:
     """A trained model from a .pt file or a run directory (its best.pt, else latest.pt); with no path, the
     newest run under runs/. Loads with weights_only, so a stranger's file cannot run code. `threads` sets
-    torch's CPU threads for the process (default: torch's choice), as `charrnn sample --threads` does."""
+    torch's CPU threads for the process (default: torch's choice), as `charrnn sample --threads` does.
+    `members`: only the first that many of an ensemble's members (`Model.first_members`)."""
     _check_threads(threads)
+    check_value("members", members, int, optional=True)
     if threads:
         torch.set_num_threads(threads)
     resolved = checkpoint.resolve(Path(path)) if path is not None else checkpoint.latest_run(RUNS_DIR)
     state = checkpoint.load(resolved)
     network, vocab = checkpoint.restore_model(state, devices.pick_device(device))
-    return Model(network, vocab, state, resolved)
+    model = Model(network, vocab, state, resolved)
+    return model if members is None else model.first_members(members)
 
 
 class Model:
@@ -214,6 +218,21 @@ class Model:
 
         corpus = self._state.get("corpus") or {}
         return suggest_seed(corpus.get("name", ""), Path(corpus["path"]) if corpus.get("path") else None)
+
+    def first_members(self, k: int) -> Model:
+        """This model with only the first `k` of its ensemble's members, mixed as all of them are: k/K of the work
+        per character and of an exported page's size, for a score a little worse (`evaluate` measures it). The
+        run's validation score was the whole ensemble's, so the smaller model has none."""
+        check_value("members", k, int)
+        total = self.config.members
+        if not 1 <= k <= total:
+            has = f"has {total} members; give 1 to {total}" if total > 1 else "is one network, not an ensemble; give 1"
+            raise CharRNNError(f"--members {k}: this model {has}")
+        if k == total:
+            return self
+        state = checkpoint.first_members(self._state, k)
+        network, vocab = checkpoint.restore_model(state, self.device)
+        return Model(network, vocab, state, self.path)
 
     def rounded(self, weights: str) -> Model:
         """This model with its weights rounded as an exported page holds them ("fp32", "fp16" or "int8"), to

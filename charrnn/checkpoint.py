@@ -100,6 +100,17 @@ def restore_model(state: dict, device: torch.device | str = "cpu") -> tuple[Netw
     return model.to(device).eval(), Vocab.from_list(state["vocab"])
 
 
+def first_members(state: dict, k: int) -> dict:
+    """A loaded checkpoint of an ensemble with only its first `k` members (k = 1: the first, as one network), for
+    restore_model; the run's best validation score, the whole ensemble's, is dropped."""
+    weights = {}
+    for name, tensor in state["model"].items():  # an Ensemble's weights are members.<i>.<its CharRNN's name>
+        index, _, own = name.removeprefix("members.").partition(".")
+        if int(index) < k:
+            weights[own if k == 1 else name] = tensor
+    return {**state, "model_config": {**state["model_config"], "members": k}, "model": weights, "best_val_nats": None}
+
+
 def resolve(path: Path) -> Path:
     """A .pt file, or a run directory meaning its best.pt (else latest.pt)."""
     path = Path(path)

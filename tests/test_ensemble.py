@@ -4,6 +4,7 @@ probabilities everywhere a model predicts: validation, eval (static and dynamic)
 import os
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from charrnn import checkpoint, plan
 from charrnn.cli import app
 from charrnn.config import EvalConfig, bits
 from charrnn.evaluate import dynamic_step_losses, losses_per_char
-from charrnn.model import CharRNN, Ensemble, build, members, with_even_embedding
+from charrnn.model import CharRNN, Ensemble, build, members, mixture_log_probs, with_even_embedding
 from charrnn.sampling import EnsembleStepper, stepper
 from charrnn.training import ModelOptions, run
 
@@ -212,3 +213,54 @@ def test_a_clock_budget_on_a_tiny_text_trains_planned_members_through_training(t
     charrnn.train(tiny_corpus, members=1, out=tmp_path / "one", on_progress=stop_at_once, **small)
     assert charrnn.load(tmp_path / "one", device="cpu").config.members == 1  # the user's --members wins
     assert ModelOptions().members == 1
+
+
+@pytest.fixture
+def three_members(tiny_corpus, tmp_path) -> Path:
+    run(replace(tiny_job(tiny_corpus, tmp_path / "run", steps=6), model=ModelOptions(hidden=16, embedding=8, members=3)))
+    return tmp_path / "run"
+
+
+def test_the_first_k_members_predict_as_those_members_mixed(three_members, tmp_path):
+    whole, two, one = (charrnn.load(three_members, members=k) for k in (None, 2, 1))
+    ids = torch.tensor([whole.vocab.encode(TINY_TEXT[:40])])
+    each = whole.network(ids, per_member=True)[0]  # (3, 1, T, V)
+    assert two.config.members == 2 and torch.allclose(two.network(ids)[0], mixture_log_probs(each[:2]), atol=1e-6)
+    assert isinstance(one.network, CharRNN) and torch.equal(one.network(ids)[0], each[0])
+    assert not torch.allclose(two.network(ids)[0], whole.network(ids)[0], atol=1e-4)  # a different model, not the whole
+    assert torch.equal(charrnn.load(three_members, members=3).network(ids)[0], whole.network(ids)[0])
+    assert 3 * two.summary()["parameters"] == 2 * whole.summary()["parameters"]
+    assert two.summary()["best_val_bits_per_char"] is None  # the run's validation scored all three
+    pages = [len(m.export_html()) for m in (one, two, whole)]  # the page holds only the members kept: each adds
+    assert pages[0] < pages[1] < pages[2] and abs((pages[2] - pages[1]) - (pages[1] - pages[0])) < 0.05 * pages[0]  # alike
+    text = tmp_path / "held_out.txt"
+    text.write_text(TINY_TEXT[:300], encoding="utf-8")
+    assert two.rounded("fp32").evaluate(text).bits_per_char == two.evaluate(text).bits_per_char
+
+
+@pytest.mark.parametrize("k, message", [(4, "--members 4: this model has 3 members; give 1 to 3"),
+                                        (0, "--members 0: this model has 3 members; give 1 to 3")])
+def test_more_members_than_the_model_has_is_a_clear_error(three_members, runner, k, message):
+    with pytest.raises(charrnn.CharRNNError, match=message):
+        charrnn.load(three_members, members=k)
+    result = runner.invoke(app, ["eval", "-c", str(three_members), "--members", str(k)])
+    assert result.exit_code == 1 and result.stderr.strip() == f"error: {message}"
+
+
+def test_one_network_takes_members_1_only(memorised_run):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(charrnn.load(memorised_run, members=1).network(ids)[0], charrnn.load(memorised_run).network(ids)[0])
+    with pytest.raises(charrnn.CharRNNError, match="--members 2: this model is one network, not an ensemble; give 1"):
+        charrnn.load(memorised_run, members=2)
+    with pytest.raises(TypeError, match="members must be a whole number or None, got 1.5"):
+        charrnn.load(memorised_run, members=1.5)
+
+
+def test_sample_and_export_with_fewer_members_use_that_model(three_members, runner, tmp_path):
+    args = ["--seed", "the", "-n", "60", "--temperature", "0", "--no-echo"]
+    printed = runner.invoke(app, ["sample", "-c", str(three_members), "--members", "1", *args])
+    assert printed.exit_code == 0
+    one = charrnn.load(three_members, members=1)
+    assert printed.stdout.strip("\n") == one.generate("the", length=60, temperature=0, echo=False)
+    assert runner.invoke(app, ["export", str(three_members), "--members", "2", "-o", str(tmp_path / "two.html")]).exit_code == 0
+    assert '"members": 2' in (tmp_path / "two.html").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ import typer
 
 from charrnn import __version__
 from charrnn.cli import inspect_commands
-from charrnn.cli.common import CheckpointOption, DeviceOption, ThreadsOption, given_options, user_errors, warn_about_threads
+from charrnn.cli.common import CheckpointOption, DeviceOption, MembersOption, ThreadsOption, given_options, user_errors, warn_about_threads
 from charrnn.cli.corpus import corpus_app
 from charrnn.config import Cell, Device, EvalConfig, Precision, Schedule, TrainConfig, ValSplit
 from charrnn.errors import CharRNNError
@@ -233,6 +233,7 @@ def sample(
         show_default=False)] = None,
     no_echo: Annotated[bool, typer.Option("--no-echo", help="Do not print the seed before the generated text.")] = False,
     drop_unknown: Annotated[bool, typer.Option(help="Drop seed characters the model does not know instead of failing.")] = False,
+    members: MembersOption = None,
     device: DeviceOption = Device.AUTO,
     threads: ThreadsOption = None,
 ):
@@ -247,7 +248,7 @@ def sample(
         if seed_file is not None:
             seed = data.read_text(files.input_file(seed_file, "--seed-file"), fix="save the seed file as UTF-8")
         warn_about_threads(threads)
-        model = api.load(checkpoint, device=device, threads=threads)
+        model = api.load(checkpoint, device=device, threads=threads, members=members)
         pieces = model.stream_samples(seed, num_samples=num_samples, length=length, temperature=temperature,
                                       top_k=top_k, top_p=top_p, random_seed=random_seed, stop=stop or (),
                                       drop_unknown=drop_unknown)
@@ -323,6 +324,7 @@ def evaluate_command(
              "or auto (as train's --precision auto decides).")] = Precision.FP32,
     encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    members: MembersOption = None,
     threads: ThreadsOption = None,
 ):
     """Measure how well a model predicts text: nats and bits per character, perplexity."""
@@ -330,7 +332,7 @@ def evaluate_command(
         from charrnn import api, ui
 
         warn_about_threads(threads)
-        model = api.load(checkpoint, device=device, threads=threads)
+        model = api.load(checkpoint, device=device, threads=threads, members=members)
         source = model.text_source(file, encoding=encoding)
         progress = ui.CountProgress(source.size_hint(), "eval", quiet or json_output and not sys.stderr.isatty())
         try:

@@ -83,6 +83,11 @@ def one_checkpoint(argument: Path | None, option: Path | None) -> Path | None:
     return argument if argument is not None else option
 
 
+MembersOption = Annotated[Optional[int], typer.Option(
+    metavar="<int>", show_default=False,
+    help="Use only the first K of an ensemble's members (see train --members): K/N of the work per character and of "
+         "an exported page's size, predicting a little worse ('charrnn eval --members K' measures how much). "
+         "Default: all.")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
     help="CPU threads. Default: torch's choice (the physical cores).", show_default=False)]
 

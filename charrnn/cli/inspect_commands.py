@@ -9,7 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.common import CheckpointAlias, CheckpointArgument, CheckpointOption, DeviceOption, ForceOption, one_checkpoint, user_errors
+from charrnn.cli.common import (
+    CheckpointAlias,
+    CheckpointArgument,
+    CheckpointOption,
+    DeviceOption,
+    ForceOption,
+    MembersOption,
+    one_checkpoint,
+    user_errors,
+)
 from charrnn.config import Device
 from charrnn.errors import CharRNNError
 
@@ -79,13 +88,14 @@ def export(
     weights: Annotated[str, typer.Option(help="How the page stores the weights: int8 (one scale per row; smallest), fp16 or fp32.")] = "int8",
     seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="The seed the page opens with. Default: one that suits the corpus.",
                                                 show_default=False)] = None,
+    members: MembersOption = None,
     force: ForceOption = False,
 ):
     """Write the model as one self-contained web page that generates text in the browser (share it as a file)."""
     with user_errors():
         from charrnn import api, files, ui
 
-        model = api.load(one_checkpoint(checkpoint, checkpoint_option), device="cpu")
+        model = api.load(one_checkpoint(checkpoint, checkpoint_option), device="cpu", members=members)
         out = files.output_page(out or Path(f"{model.name}.html"), "--out", force=force)
         page = files.utf8(model.export_html(weights=weights, seed=seed))
         files.atomic_write(out, lambda f: f.write(page))
