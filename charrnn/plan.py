@@ -162,8 +162,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   kept helping (session 51, the same protocol): 8 members beat 4 on seven of the eight texts (mean 0.014), 16 beat 8
   on three of 17,000 to 73,000 characters by 0.008 to 0.022, and 32 beat 16 on four of 9,700 to 47,000 by 0.003 to
   0.018 (session 52, both seeds of each). Members also want less regularisation than one network: weight drop 0.1
-  instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8, 0.012 to 0.022 with 16, and
-  nothing with 2 (0.003 on a 405,000-character text), so from MEMBERS_WEIGHT_DROP_FROM members the plan sets
+  instead of 0.2 gained 0.007 (mean of five texts) with 4 members, 0.011 (seven) with 8, 0.012 to 0.022 with 16,
+  0.012 with 3 (tinyshakespeare's hour, two seeds; session 54) and 0.003 with 2 (a 405,000-character text), so from
+  MEMBERS_WEIGHT_DROP_FROM members the plan sets
   MEMBERS_WEIGHT_DROP; and 0.05 beat 0.1 with 16 members on two texts (0.007, 0.018) and with 32 on three (0.003 to
   0.011; session 52), so from MANY_MEMBERS_FROM it sets MANY_MEMBERS_WEIGHT_DROP. Members are planned at
   MEMBERS_AT_SPEED of the class's figure, so that a day at half speed still reads every member's passes (timed: 2
@@ -248,11 +249,12 @@ MEMBER_STEP_SECONDS = 0.008
 # each would read fewer passes than planned, and an ensemble cut to half its passes can score worse than one network
 # that read them all (tinyshakespeare: 5.5 passes 2.03, 10 passes 1.98; two members gained 0.035-0.04).
 MEMBERS_AT_SPEED = 0.5
-# An ensemble of 4 or more wants less regularisation in each member than one network does: weight drop 0.1 instead
-# of WEIGHT_DROP gained 0.007 on the mean of five small texts with 4 members, 0.011 on seven with 8, and nothing
-# with 2 (bench/QUALITY.md, session 51).
+# An ensemble wants less regularisation in each member than one network does: weight drop 0.1 instead of
+# WEIGHT_DROP gained 0.007 on the mean of five small texts with 4 members, 0.011 on seven with 8, 0.003 with 2 on a
+# 405,000-character text (bench/QUALITY.md, session 51), and 0.016 and 0.009 (two seeds) with 3 on tinyshakespeare's
+# hour (the `cpu-bf16` plan, session 54).
 MEMBERS_WEIGHT_DROP = 0.1
-MEMBERS_WEIGHT_DROP_FROM = 4
+MEMBERS_WEIGHT_DROP_FROM = 2
 # And 16 or more want less again: 0.05 instead of 0.1 gained 0.007 and 0.018 with 16 members on two texts of 30,000
 # and 47,000 characters, 0.003 to 0.011 (mean 0.008) with 32 on three of 9,700 to 30,000, both seeds of each, all ten
 # runs better (bench/QUALITY.md, session 52).

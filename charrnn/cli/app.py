@@ -82,7 +82,7 @@ def train(
     weight_drop: Annotated[Optional[float], typer.Option(
         help="DropConnect probability on each layer's hidden-to-hidden weights, a new mask every step (Merity et "
              "al. 2017's weight-dropped LSTM); the fused recurrent kernels stay. Default: planned: 0.2 for a run "
-             "planned to read its text about 6 times or more (0.1 for each of 4 or more --members, 0.05 for each of "
+             "planned to read its text about 6 times or more (0.1 for each of 2 or more --members, 0.05 for each of "
              "16 or more, none for 8 or more on a text under about 21,000 characters), else none.",
         show_default=False)] = None,
     members: Annotated[Optional[int], typer.Option(
