@@ -4,7 +4,8 @@
     python bench/export.py runs/cpp --wide 1024     # also a 2 x WIDE LSTM of the same vocabulary (size, chars/s)
 
 bits/char is computed in Python on the same rounded weights the page holds (`Model.rounded`), over the run's
-held-out split; chars/s is the page's own batch-1 stepper, timed in one synchronous loop (`#bench=N`).
+held-out split; chars/s is the page's own batch-1 stepper, timed in one synchronous loop (`#bench=N`). For an
+ensemble, the int8 page is also timed with its "members" box at 1, 2, 4, ... and all of them (`#members=K`).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def chromium() -> str:
     return found
 
 
-def page_speed(page: str, chars: int) -> float:
+def page_speed(page: str, chars: int, members: int | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.html"
         path.write_text(page)
         dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp}/p",
-                              "--dump-dom", f"{path.as_uri()}#bench={chars}&temperature=0.8"],
+                              "--dump-dom", f"{path.as_uri()}#bench={chars}&temperature=0.8" + (f"&members={members}" if members else "")],
                              capture_output=True, text=True, timeout=600).stdout
     match = re.search(r'data-bench-chars-per-second="([0-9.]+)"', dom)
     return float(match.group(1)) if match else float("nan")
@@ -63,6 +64,12 @@ def main() -> None:
         bpc = model.rounded(weights).evaluate().bits_per_char
         print(f"{weights:<8}{len(page.encode()) / 1e6:>9.2f}{bpc:>11.4f}{bpc - exact:>+9.4f}"
               f"{page_speed(page, args.chars):>10,.0f}", flush=True)
+    total = model.config.members
+    if total > 1:
+        page = model.export_html(weights="int8")
+        for k in sorted({*(2**n for n in range(total.bit_length()) if 2**n < total), total}):
+            print(f"int8, the first {k} of {total} members (the page's box): {page_speed(page, args.chars, k):,.0f} chars/s",
+                  flush=True)
     if args.wide:
         state = checkpoint.load(checkpoint.resolve(args.run))
         config = ModelConfig.from_dict({**state["model_config"], "hidden": args.wide})

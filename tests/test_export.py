@@ -105,6 +105,21 @@ def test_the_pages_greedy_text_is_the_python_apis_on_the_same_weights(trained, t
 
 
 @needs_chromium
+def test_an_ensembles_page_writes_with_its_first_members_as_sample_members_does(trained, tmp_path):
+    """The page holds every member; its "members" box keeps the first K, as `sample --members K` (out of range:
+    the nearest of 1 and all)."""
+    model = charrnn.load(trained["ensemble"], device="cpu")
+    page = tmp_path / "m.html"
+    page.write_text(model.export_html(weights="int8"))
+    for members, kept in (("2", 2), ("0", 1)):
+        dom = open_page(page, f"seed=the%20&temperature=0&length=300&run=1&members={members}", tmp_path)
+        expected = model.first_members(kept).rounded("int8").generate("the ", length=300, temperature=0, echo=False)
+        assert generated_text(dom) == expected
+    assert expected != model.rounded("int8").generate("the ", length=300, temperature=0, echo=False)  # K matters
+    assert re.search(r'<label id="members_label">', dom)  # shown for an ensemble (hidden for one network)
+
+
+@needs_chromium
 def test_the_page_writes_characters_beyond_ascii_as_python_does(tmp_path):
     """Emoji are two UTF-16 units in JavaScript; CJK, tabs and CRLF line ends must come through as well."""
     corpus = tmp_path / "u.txt"
