@@ -40,13 +40,13 @@ class FastStepper:
     skip input and the recurrent input of a layer share one addmm; LSTM gates are reordered (i, f, o, g)
     so one sigmoid and one tanh cover them. Matches CharRNN.forward to float tolerance (tested).
 
-    The products go through `kernels.batch1_products`: oneDNN on the CPU where torch has it (faster at batch 1,
-    bench/RESULTS.md), torch.addmm elsewhere.
+    The products go through `kernels.batch1_products`: oneDNN for a wide network on the CPU where torch has it
+    (it streams wide weights faster at batch 1, at a higher cost per call: bench/RESULTS.md), torch.addmm elsewhere.
     """
 
     def __init__(self, model: CharRNN, products=None):
         c = model.config
-        self.products = products or kernels.batch1_products(model.head.weight)
+        self.products = products or kernels.batch1_products(model.head.weight, c.hidden)
         self.cell = c.cell
         self.hidden = c.hidden
         self.skip = c.skip
