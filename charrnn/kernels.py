@@ -2,7 +2,7 @@
 where it is not. Delete charrnn/cpu and charrnn still trains, samples and scores the same model, slower.
 
 Model construction asks `layer(name)` for each torch layer class it builds (same parameters, same state_dict
-keys); the sampler asks `batch1_products(weight, hidden)`; training and eval call `keep_freed_memory()` on the CPU.
+keys); the sampler asks `batch1_products(weight, hidden, samples)`; training and eval call `keep_freed_memory()` on the CPU.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class PlainProducts:
         return torch.addmm(bias, x, w)
 
 
-def batch1_products(weight: Tensor, hidden: int):
+def batch1_products(weight: Tensor, hidden: int, samples: int = 1):
     """The product routines (`matrix`, `addmm`) for the sampler's weights, which live where `weight` does, of a
-    network `hidden` units wide."""
-    fast = cpu.batch1_products(weight, hidden) if cpu is not None else None
+    network `hidden` units wide stepping `samples` at once."""
+    fast = cpu.batch1_products(weight, hidden, samples) if cpu is not None else None
     return fast or PlainProducts
 
 

@@ -44,9 +44,9 @@ class FastStepper:
     (it streams wide weights faster at batch 1, at a higher cost per call: bench/RESULTS.md), torch.addmm elsewhere.
     """
 
-    def __init__(self, model: CharRNN, products=None):
+    def __init__(self, model: CharRNN, products=None, samples: int = 1):
         c = model.config
-        self.products = products or kernels.batch1_products(model.head.weight, c.hidden)
+        self.products = products or kernels.batch1_products(model.head.weight, c.hidden, samples)
         self.cell = c.cell
         self.hidden = c.hidden
         self.skip = c.skip
@@ -173,9 +173,9 @@ class EnsembleStepper(FastStepper):
         return mixture_log_probs(logits), state
 
 
-def stepper(model: Network) -> FastStepper | EnsembleStepper:
-    """The batch-1 stepper for a network: a CharRNN's own, or one that mixes an ensemble's members."""
-    return FastStepper(model) if isinstance(model, CharRNN) else EnsembleStepper(model)
+def stepper(model: Network, samples: int = 1) -> FastStepper | EnsembleStepper:
+    """The stepper for `samples` at once from a network: a CharRNN's own, or one that mixes an ensemble's members."""
+    return FastStepper(model, samples=samples) if isinstance(model, CharRNN) else EnsembleStepper(model)
 
 
 def _lstm_gate_order(hidden: int) -> Tensor:
@@ -224,7 +224,7 @@ def generate(model: Network, vocab: Vocab, seed_text: str, config: SampleConfig,
         logits, model_state = model(chunk, model_state)
     n = config.num_samples
     state = [tuple(t.expand(-1, n, -1).contiguous() for t in layer) for layer in model_state]
-    steps = stepper(model)
+    steps = stepper(model, n)
     state = steps.initial_state(state)
     logits = logits[:, -1].expand(n, -1)  # (N, V)
     active = torch.ones(n, dtype=torch.bool)

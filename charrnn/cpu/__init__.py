@@ -20,16 +20,19 @@ def layer_types() -> dict[str, type[nn.Module]]:
     return {"GRU": OneDNNGRU, "Linear": onednn.OneDNNLinear}
 
 
-# oneDNN's batch-1 product streams a wide layer's weights faster than torch.addmm (2x1024 sampled 2.3-2.9 times
-# as fast on the Zen 5), but each call costs about 15-20 us more: on the Zen 4 a 2x128 LSTM stepped 2.6 times as
-# fast through addmm, 2x384 level, 2x512 1.1 times as fast through oneDNN (bench/RESULTS.md, session 55).
+# oneDNN's small-batch product streams a wide layer's weights faster than torch.addmm (2x1024 sampled 2.3-2.9
+# times as fast on the Zen 5), but each call costs about 15-20 us more. On the Zen 4, one sample: a 2x128 LSTM
+# sampled 1.8 times as fast through addmm, 2x384 level, 2x512 1.2 times as fast through oneDNN; from 4 samples at
+# once oneDNN won from 2x256 (bench/RESULTS.md, session 55).
 BATCH1_ONEDNN_FROM_HIDDEN = 512
+SAMPLES_ONEDNN_FROM_HIDDEN = 256  # for 4 or more samples at once
 
 
-def batch1_products(weight, hidden: int) -> type | None:
-    """The sampler's product routines for a network of `hidden` units with weights like `weight`, or None where
-    plain torch.addmm should do (a narrow network, or off oneDNN's fp32 CPU path)."""
-    return onednn.Batch1Products if hidden >= BATCH1_ONEDNN_FROM_HIDDEN and onednn.serves(weight) else None
+def batch1_products(weight, hidden: int, samples: int = 1) -> type | None:
+    """The sampler's product routines for `samples` at once from a network of `hidden` units with weights like
+    `weight`, or None where plain torch.addmm should do (a narrow network, or off oneDNN's fp32 CPU path)."""
+    wide = hidden >= (BATCH1_ONEDNN_FROM_HIDDEN if samples < 4 else SAMPLES_ONEDNN_FROM_HIDDEN)
+    return onednn.Batch1Products if wide and onednn.serves(weight) else None
 
 
 keep_freed_memory = allocator.keep_freed_memory
