@@ -210,7 +210,7 @@ CPU_FLOPS_PER_THREAD = {"cpu": 5.0e10, "cpu-bf16": 1.25e11, "cpu-amx": 2.0e11}
 BF16_CLASSES = ("cpu-bf16", "cpu-amx")  # the classes whose figure counts bf16 arithmetic
 MEASURED_THREADS = 2
 NOMINAL_FLOPS = {"mps": 1.0e12, "cuda": 1.0e13}
-WIDTHS = (32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+WIDTHS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 # 2.4, not 2: on a Zen 4 (`cpu-bf16`) for 60 minutes, 2x768 planned at 2.2-2.4 lost to 2x512 at equal time on
 # `cpp` (1.426 against 1.410) and `python` (1.3995 and 1.4003 against 1.3743); bench/QUALITY.md, session 38.
 CHARS_PER_PARAMETER = 2.4
@@ -219,6 +219,11 @@ PARAMETERS_PER_CHAR = 3.25
 # A text under about 460,000 characters supports more: up to SMALL_TEXT_PARAMETERS x sqrt(characters), 5 per character
 # at 196,000, 7.5 at 85,000 (bench/QUALITY.md, session 48).
 SMALL_TEXT_PARAMETERS = 2200.0
+# A text under 5,000 characters supports no more than 10 per character. Scored on text of its own kind far from
+# it, 2,000 characters trained best at 2x16 on seven texts of seven sources (by 0.06 to 0.40 bits/char against
+# 2x64, mean 0.18), 5,000 at 2x32 on two (bench/QUALITY.md, sessions 53 and 55).
+TINY_TEXT_CHARS = 5_000
+TINY_TEXT_PARAMETERS_PER_CHAR = 10.0
 WEIGHT_DROP_FROM_EPOCHS = 5.75
 WEIGHT_DROP = 0.2
 MAX_EPOCHS = 10.0
@@ -357,8 +362,12 @@ def max_epochs(corpus_chars: int, batch_chars: int) -> float:
 
 def max_parameters(corpus_chars: int) -> float:
     """The most parameters a text of `corpus_chars` training characters supports: PARAMETERS_PER_CHAR per character,
-    or for a small text SMALL_TEXT_PARAMETERS x its square root, whichever is more."""
-    return max(PARAMETERS_PER_CHAR * corpus_chars, SMALL_TEXT_PARAMETERS * math.sqrt(corpus_chars))
+    or for a small text SMALL_TEXT_PARAMETERS x its square root, whichever is more; under TINY_TEXT_CHARS no more
+    than TINY_TEXT_PARAMETERS_PER_CHAR per character."""
+    most = max(PARAMETERS_PER_CHAR * corpus_chars, SMALL_TEXT_PARAMETERS * math.sqrt(corpus_chars))
+    if corpus_chars < TINY_TEXT_CHARS:
+        most = min(most, TINY_TEXT_PARAMETERS_PER_CHAR * corpus_chars)
+    return most
 
 
 def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, layers: int, embedding: int,

@@ -244,6 +244,17 @@ def test_a_small_text_supports_more_parameters_per_character_than_a_large_one():
     assert plan.max_parameters(85_000) > 7 * 85_000
 
 
+@pytest.mark.parametrize("chars, vocab, width", [(1_900, 45, 16), (1_900, 65, 16), (4_750, 53, 32), (4_085, 65, 32),
+                                                  (6_500, 65, 64), (10_200, 72, 64)])
+def test_a_text_under_5000_characters_trains_narrow_networks(chars, vocab, width):
+    # bench/QUALITY.md, sessions 53 and 55: scored on far text of its own kind, 2,000 characters (1,900 training)
+    # trained best at 2x16 on seven texts, 5,000 at 2x32 on two; from 5,000 up the width rule is unchanged (texts of
+    # 6,500 to 17,000 scored better at 2x64 than at 2x32 on their next tenth)
+    planned = plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=5), flops=plan.nominal_flops("cpu-bf16"),
+                        **{**SHAPE, "vocab_size": vocab, "embedding": vocab + vocab % 2})
+    assert planned.hidden == width
+
+
 def test_the_width_limit_keeps_the_sizes_measured_best_at_ten_passes():
     # bench/QUALITY.md, session 10: at 10 passes 2x192 beat 2x128 on vim's syntax.txt (202k training chars, 98
     # distinct), and 2x512 lost to 2x384 on tinyshakespeare (0.95M)
