@@ -220,8 +220,8 @@ PARAMETERS_PER_CHAR = 3.25
 # at 196,000, 7.5 at 85,000 (bench/QUALITY.md, session 48).
 SMALL_TEXT_PARAMETERS = 2200.0
 # A text under 5,000 characters supports no more than 10 per character. Scored on text of its own kind far from
-# it, 2,000 characters trained best at 2x16 on seven texts of seven sources (by 0.06 to 0.40 bits/char against
-# 2x64, mean 0.18), 5,000 at 2x32 on two (bench/QUALITY.md, sessions 53 and 55).
+# it, 2,000 characters trained better at 2x16 than at 2x64 on seven texts of seven sources (by 0.06 to 0.40
+# bits/char, mean 0.18), 5,000 best at 2x32 on four of five (bench/QUALITY.md, sessions 53 and 55).
 TINY_TEXT_CHARS = 5_000
 TINY_TEXT_PARAMETERS_PER_CHAR = 10.0
 WEIGHT_DROP_FROM_EPOCHS = 5.75

@@ -248,8 +248,8 @@ def test_a_small_text_supports_more_parameters_per_character_than_a_large_one():
                                                   (6_500, 65, 64), (10_200, 72, 64)])
 def test_a_text_under_5000_characters_trains_narrow_networks(chars, vocab, width):
     # bench/QUALITY.md, sessions 53 and 55: scored on far text of its own kind, 2,000 characters (1,900 training)
-    # trained best at 2x16 on seven texts, 5,000 at 2x32 on two; from 5,000 up the width rule is unchanged (texts of
-    # 6,500 to 17,000 scored better at 2x64 than at 2x32 on their next tenth)
+    # trained better at 2x16 than 2x64 on seven texts, 5,000 best at 2x32 on four of five; from 5,000 up the rule
+    # is unchanged (texts of 6,500 to 17,000 scored better at 2x64 than at 2x32 on their next tenth)
     planned = plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=5), flops=plan.nominal_flops("cpu-bf16"),
                         **{**SHAPE, "vocab_size": vocab, "embedding": vocab + vocab % 2})
     assert planned.hidden == width
