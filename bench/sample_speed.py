@@ -7,7 +7,7 @@ Each run: a 500-character warm-up, then the best of 3 timings of `--chars` chara
 the CPU). Compare runs only inside one call, alone on the machine (bench/QUALITY.md, session 50: one network
 against an ensemble of 4). With `--products` each run is timed with its single network's batch-1 products through
 oneDNN and through torch.addmm, in alternating order over 6 rounds (best of each), and the line says which one
-the sampler's rule (`charrnn.cpu.BATCH1_ONEDNN_FROM_HIDDEN`) picks for that width.
+the sampler's rule (`charrnn.cpu.batch1_products`) picks for that width.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
                     model.generate(length=300, random_seed=1)
                     best[name] = max(best[name], chars_per_second(model, args.chars))
             cpu.BATCH1_ONEDNN_FROM_HIDDEN = rule
-            picks = "oneDNN" if model.config.hidden >= rule else "addmm"
+            picks = "oneDNN" if cpu.batch1_products(next(model.network.parameters()), model.config.hidden) else "addmm"
             print(f"{run}: {model.config.describe()}: oneDNN {best['oneDNN']:,.0f}, addmm {best['addmm']:,.0f} chars/s "
                   f"(addmm/oneDNN {best['addmm'] / best['oneDNN']:.2f}; the rule picks {picks}; threads: {args.threads})",
                   flush=True)

@@ -2,7 +2,8 @@
 where it is not. Delete charrnn/cpu and charrnn still trains, samples and scores the same model, slower.
 
 Model construction asks `layer(name)` for each torch layer class it builds (same parameters, same state_dict
-keys); the sampler asks `batch1_products(weight, hidden, samples)`; training and eval call `keep_freed_memory()` on the CPU.
+keys); the sampler asks `batch1_products(weight, hidden, samples)`; training and eval call `keep_freed_memory()`
+on the CPU.
 """
 
 from __future__ import annotations

@@ -125,11 +125,11 @@ def test_fast_sampler_matches_training_forward(cell, skip, batch, use_onednn):
     ids = torch.randint(0, 29, (batch, 12))
     with torch.no_grad():
         full, _ = model(ids)
-    stepper = FastStepper(model, products=onednn.Batch1Products if use_onednn else kernels.PlainProducts)
-    state = stepper.initial_state(model.initial_state(batch))
+    fast = FastStepper(model, products=onednn.Batch1Products if use_onednn else kernels.PlainProducts)
+    state = fast.initial_state(model.initial_state(batch))
     steps = []
     for t in range(12):
-        logits, state = stepper.step(ids[:, t], state)
+        logits, state = fast.step(ids[:, t], state)
         steps.append(logits)
     assert torch.allclose(torch.stack(steps, 1).softmax(-1), full.softmax(-1), atol=1e-5)
 

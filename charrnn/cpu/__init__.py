@@ -25,13 +25,14 @@ def layer_types() -> dict[str, type[nn.Module]]:
 # sampled 1.8 times as fast through addmm, 2x384 level, 2x512 1.2 times as fast through oneDNN; from 4 samples at
 # once oneDNN won from 2x256 (bench/RESULTS.md, session 55).
 BATCH1_ONEDNN_FROM_HIDDEN = 512
-SAMPLES_ONEDNN_FROM_HIDDEN = 256  # for 4 or more samples at once
+SEVERAL_SAMPLES = 4
+SAMPLES_ONEDNN_FROM_HIDDEN = 256  # for SEVERAL_SAMPLES or more at once
 
 
 def batch1_products(weight, hidden: int, samples: int = 1) -> type | None:
     """The sampler's product routines for `samples` at once from a network of `hidden` units with weights like
     `weight`, or None where plain torch.addmm should do (a narrow network, or off oneDNN's fp32 CPU path)."""
-    wide = hidden >= (BATCH1_ONEDNN_FROM_HIDDEN if samples < 4 else SAMPLES_ONEDNN_FROM_HIDDEN)
+    wide = hidden >= (BATCH1_ONEDNN_FROM_HIDDEN if samples < SEVERAL_SAMPLES else SAMPLES_ONEDNN_FROM_HIDDEN)
     return onednn.Batch1Products if wide and onednn.serves(weight) else None
 
 
