@@ -135,6 +135,18 @@ class FastStepper:
         return self._addmm(self.head_b, features, self.head_w), new_state
 
 
+class StackedProducts:
+    """`bias + x @ w` for every member at once: x (K, B, in), weights stacked (K, in, out), one torch.baddbmm."""
+
+    @staticmethod
+    def matrix(w: Tensor) -> Tensor:
+        return w.contiguous()
+
+    @staticmethod
+    def addmm(bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
+        return torch.baddbmm(bias, x, w)
+
+
 class EnsembleStepper(FastStepper):
     """FastStepper's arithmetic for all of an ensemble's members at once, their logits mixed as model.Ensemble mixes
     them: each member's tables and matrices stacked (K, ...), one batched product (baddbmm) for every member where
@@ -143,6 +155,7 @@ class EnsembleStepper(FastStepper):
 
     def __init__(self, model: Network):
         self.config = c = model.config
+        self.products = StackedProducts
         each = [FastStepper(member, products=kernels.PlainProducts) for member in members(model)]  # (in, out) matrices
         self.cell, self.hidden, self.skip = c.cell, c.hidden, c.skip
         self.tables = [torch.stack(layer) for layer in zip(*(s.tables for s in each))]  # (K, V, G·H)
@@ -151,9 +164,6 @@ class EnsembleStepper(FastStepper):
                        for layer in zip(*(s.gru_hh for s in each))]
         self.head_w = torch.stack([s.head_w for s in each])  # (K, H·L, V)
         self.head_b = torch.stack([s.head_b for s in each])[:, None]  # (K, 1, V)
-
-    def _addmm(self, bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
-        return torch.baddbmm(bias, x, w)
 
     def _lookup(self, table: Tensor, ids: Tensor) -> Tensor:
         return table[:, ids]  # (K, B, G·H)
