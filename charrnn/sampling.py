@@ -135,12 +135,8 @@ class FastStepper:
         return self._addmm(self.head_b, features, self.head_w), new_state
 
 
-class StackedProducts:
+class StackedProducts(kernels.PlainProducts):
     """`bias + x @ w` for every member at once: x (K, B, in), weights stacked (K, in, out), one torch.baddbmm."""
-
-    @staticmethod
-    def matrix(w: Tensor) -> Tensor:
-        return w.contiguous()
 
     @staticmethod
     def addmm(bias: Tensor, x: Tensor, w: Tensor) -> Tensor:
