@@ -275,6 +275,13 @@ MANY_MEMBERS_FROM = 16
 # At 20 passes, above the floor, two texts of 25,700 and 30,100 kept 0.025-0.05 (0 lost 0.003 and 0.005).
 FLOOR_MEMBERS_WEIGHT_DROP = 0.0
 FLOOR_MEMBERS_FROM = 8
+# A clock budget that would train one network of SPLIT_FROM_WIDTH or wider for WEIGHT_DROP_FROM_EPOCHS passes or more
+# trains SPLIT_MEMBERS of the next width down instead (about the same arithmetic: 0.95 times 2x384's for two of 2x256,
+# 1.2 times 2x256's for two of 2x192). At equal steps, two of 2x256 beat one 2x384 on tinyshakespeare in all four
+# pairs, by 0.006 to 0.022 (bench/QUALITY.md, session 56); two of 2x192 beat one 2x256 on its first 405,000
+# characters, where two of 2x128 lost (session 57).
+SPLIT_MEMBERS = 2
+SPLIT_FROM_WIDTH = 256
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
 # Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`data.fit_windows`).
@@ -302,6 +309,7 @@ class Plan:
     max_epochs: float | None = None  # for a --minutes budget that would read more: stop after this many passes
     narrowed_from: int | None = None  # the width the budget allowed, where the device trains it slower than counted
     members: int = 1  # networks trained side by side (model.Ensemble)
+    split_from: int | None = None  # the width of the one network these members replace, which would over-fit
 
     def describe(self, chosen: tuple[str, ...]) -> str:
         """For the first log line: what the plan set and what it planned from."""
@@ -312,7 +320,10 @@ class Plan:
             why = ("more passes over-fit" if self.max_epochs <= MOST_EPOCHS else
                    f"{MIN_STEPS} steps, the fewest a clock budget trains for")
             values["epochs"] = f"--epochs {self.max_epochs:g} ({why})"
-        if self.members > 1:  # one network is what a user expects: named only when the plan trains more
+        if self.split_from:
+            values["members"] = (f"--members {self.members} (networks of --hidden {self.hidden} instead of one of "
+                                 f"{self.split_from}, which would learn the text by heart; their mean predicts)")
+        elif self.members > 1:  # one network is what a user expects: named only when the plan trains more
             values["members"] = (f"--members {self.members} (the budget trains {self.members} networks for those "
                                  "passes; their mean predicts)")
         picked = ", ".join(values[name] for name in PLANNED if name in chosen and name in values)
@@ -396,14 +407,14 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     capped = bool(budget.minutes) and not budget.steps and not budget.epochs
     most_passes = max_epochs(corpus_chars, batch_chars)
 
-    def chars_read(width: int) -> float:
+    def chars_read(width: int, networks: int = 1) -> float:  # by each of `networks` trained side by side
         limits = [most_passes * corpus_chars] if capped else []
         if budget.steps:
             limits.append(budget.steps * batch_chars)
         if budget.epochs:
             limits.append(budget.epochs * corpus_chars)
         if budget.minutes:
-            limits.append(budget.minutes * 60 * flops / (6 * count(width)))
+            limits.append(budget.minutes * 60 * flops / (6 * count(width) * networks))
         return min(limits) if limits else math.inf
 
     def enough_fresh_text(width: int) -> bool:
@@ -414,8 +425,9 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         # a run that reads its text MAX_EPOCHS times is limited by the text (max_parameters), not by what it reads
         return chars_read(width) >= min(CHARS_PER_PARAMETER * count(width), MAX_EPOCHS * corpus_chars)
 
-    narrowed_from = None
-    if hidden is None:
+    narrowed_from = split_from = None
+    width_planned = hidden is None
+    if width_planned:
         fitting = [w for w in WIDTHS if enough_text_read(w) and count(w) <= max_parameters(corpus_chars)
                    and enough_fresh_text(w)]
         allowed = max(fitting) if fitting else WIDTHS[0]
@@ -423,6 +435,16 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         narrowed_from = allowed if hidden != allowed else None
     chars = chars_read(hidden)
     epochs = chars / max(1, corpus_chars)
+    if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
+        member_seconds = 6 * count(hidden) * chars / flops + chars / batch_chars * MEMBER_STEP_SECONDS / lanes
+        at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
+        members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
+        if members == 1 and capped and width_planned and hidden >= SPLIT_FROM_WIDTH and epochs >= WEIGHT_DROP_FROM_EPOCHS:
+            # one network would learn its text by heart: the same arithmetic trains SPLIT_MEMBERS narrower ones
+            split_from, hidden = hidden, next(w for w in reversed(WIDTHS) if w < hidden and at_full_speed(w))
+            members = SPLIT_MEMBERS
+            chars = chars_read(hidden, networks=members)
+            epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
 
     def shuffled(length: int) -> bool:  # the order data.StreamBatches will read in, whatever was asked for
@@ -436,10 +458,6 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         segment_len = next((w * seq_len for w in (windows, SEGMENT_WINDOWS) if shuffled(w * seq_len)), 0)
     lr = (FRESH_LR if fresh else SHUFFLED_LR) if shuffled(segment_len) else TrainConfig.lr
     steps = chars / batch_chars
-    if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
-        member_seconds = 6 * count(hidden) * chars / flops + steps * MEMBER_STEP_SECONDS / lanes
-        at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
-        members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
     if members >= MEMBERS_WEIGHT_DROP_FROM and weight_drop:  # the mixture averages away part of each one's over-fit
         at_step_floor = capped and most_passes > MOST_EPOCHS  # a few hundred steps: slowed more than over-fit
         weight_drop = (FLOOR_MEMBERS_WEIGHT_DROP if at_step_floor and members >= FLOOR_MEMBERS_FROM else
@@ -448,4 +466,4 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
     return Plan(hidden=hidden, weight_drop=weight_drop, segment_len=segment_len, lr=lr,
                 eval_every=eval_every, chars=chars, epochs=epochs,
                 max_epochs=most_passes if capped and chars >= most_passes * corpus_chars else None,
-                narrowed_from=narrowed_from, members=members)
+                narrowed_from=narrowed_from, members=members, split_from=split_from)

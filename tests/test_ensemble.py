@@ -146,8 +146,10 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     # stepped two or four at a time (charrnn.lanes), members spend that cost on as many threads at once: more fit
     assert [plan.plan(corpus_chars=190_000, budget=plan.Budget(minutes=5), flops=amx, lanes=lanes, **shape).members
             for lanes in (2, 4)] == [7, 8]
-    # tinyshakespeare: its passes fill the 5 and 15 minutes at half speed; an hour trains five networks
-    assert [planned(953_000, minutes=m).members for m in (5, 15, 60)] == [1, 1, 5]
+    # tinyshakespeare: one 2x384's passes fill the 5 and 15 minutes at half speed, and it would learn the text by
+    # heart; the same arithmetic trains two of 2x256 instead (plan.SPLIT_MEMBERS); an hour trains five of 2x384
+    assert [(p.members, p.hidden) for p in (planned(953_000, minutes=m) for m in (5, 15, 60))] == \
+        [(2, 256), (2, 256), (5, 384)]
     assert planned(14_000_000, minutes=60).members == 1  # the clock ends a large text's passes: one network
     for budget in ({"steps": 100}, {"epochs": 3.0}, {"minutes": 60, "steps": 100}):  # the user said how much to read
         assert planned(85_000, **budget).members == 1

@@ -70,7 +70,9 @@ def test_a_clock_budget_stops_after_the_passes_that_help_and_an_explicit_one_doe
     assert long.max_epochs == long.epochs == plan.MAX_EPOCHS
     assert f"--epochs {plan.MAX_EPOCHS:g}" in long.describe(plan.PLANNED)
     assert "--epochs" not in long.describe(("hidden", "weight_drop"))
-    assert long.weight_drop == plan.WEIGHT_DROP and long.eval_every == round(
+    # one 2x384 would read them and learn the text by heart: two of 2x256 read them instead, each regularised less
+    assert (long.hidden, long.members, long.split_from) == (256, plan.SPLIT_MEMBERS, 384)
+    assert long.weight_drop == plan.MEMBERS_WEIGHT_DROP and long.eval_every == round(
         plan.MAX_EPOCHS * 1_000_000 / SHAPE["batch_chars"] / plan.VALIDATIONS_PER_RUN / 50) * 50
     for budget in (plan.Budget(epochs=30), plan.Budget(steps=20_000), plan.Budget(minutes=60, steps=20_000)):
         told = plan.plan(corpus_chars=1_000_000, budget=budget, flops=CPU, **SHAPE)
@@ -237,7 +239,7 @@ def test_a_small_text_supports_more_parameters_per_character_than_a_large_one():
     # about 200,000 (_pydecimal.py, 196k and 93 distinct: 2x256 2.432 against 2x192 2.410); tinyshakespeare keeps 2x384
     def planned_width(chars: int, vocab: int) -> int:
         return plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=5), flops=plan.nominal_flops("cpu-amx"),
-                         **{**SHAPE, "vocab_size": vocab, "embedding": vocab + vocab % 2}).hidden
+                         members=1, **{**SHAPE, "vocab_size": vocab, "embedding": vocab + vocab % 2}).hidden  # one network's
     assert planned_width(85_168, 88) == 192 and planned_width(195_967, 93) == 192
     assert planned_width(30_052, 75) == 128 and planned_width(950_000, 65) == 384
     assert plan.max_parameters(1_000_000) == plan.PARAMETERS_PER_CHAR * 1_000_000  # a large text: per character
@@ -255,13 +257,41 @@ def test_a_text_under_5000_characters_trains_narrow_networks(chars, vocab, width
     assert planned.hidden == width
 
 
+def test_a_clock_budget_that_would_over_fit_one_wide_network_trains_two_of_the_next_width_down():
+    # bench/QUALITY.md, sessions 56 and 57: at equal steps two members of 2x256 beat one 2x384 on tinyshakespeare in
+    # four pairs, and two of 2x192 beat one 2x256 on its first 405,000 characters, where two of 2x128 lost
+    bf16 = plan.nominal_flops("cpu-bf16")
+
+    def planned(chars: int, budget: plan.Budget = plan.Budget(minutes=5), **options) -> plan.Plan:
+        return plan.plan(corpus_chars=chars, budget=budget, flops=bf16, **{**SHAPE, **options})
+
+    one, plays = planned(950_000, members=1), planned(950_000)
+    assert (one.hidden, one.weight_drop) == (384, plan.WEIGHT_DROP) and one.epochs >= plan.WEIGHT_DROP_FROM_EPOCHS
+    assert (plays.hidden, plays.members, plays.split_from) == (256, plan.SPLIT_MEMBERS, 384)
+    assert plays.weight_drop == plan.MEMBERS_WEIGHT_DROP  # a member is regularised less than one network
+    assert one.epochs < plays.epochs < plan.MAX_EPOCHS  # two of 2x256 count less arithmetic than one 2x384
+    assert "--members 2 (networks of --hidden 256 instead of one of 384" in plays.describe(plan.PLANNED)
+    assert planned(405_000).hidden == 192 and planned(405_000, members=1).hidden == 256
+    assert planned(950_000, at_full_speed=lambda width: width != 256).hidden == 192  # the next width it trains fast
+    # not where one network would read its text fewer times, nor under a width the split was measured from
+    cpp = planned(13_600_000)
+    assert cpp.members == 1 and cpp.split_from is None and cpp.epochs < plan.WEIGHT_DROP_FROM_EPOCHS
+    narrow = plan.plan(corpus_chars=200_000, budget=plan.Budget(minutes=1), flops=CPU, **SHAPE)
+    assert (narrow.hidden, narrow.members) == (192, 1) and narrow.epochs >= plan.WEIGHT_DROP_FROM_EPOCHS
+    # nor where the user chose the width or the networks, or how much to read
+    assert (planned(950_000, hidden=384).hidden, planned(950_000, hidden=384).members) == (384, 1)
+    assert (planned(950_000, members=3).hidden, planned(950_000, members=3).members) == (384, 3)
+    for budget in (plan.Budget(epochs=8), plan.Budget(steps=4_000), plan.Budget(minutes=5, steps=4_000)):
+        assert planned(950_000, budget).members == 1
+
+
 def test_the_width_limit_keeps_the_sizes_measured_best_at_ten_passes():
     # bench/QUALITY.md, session 10: at 10 passes 2x192 beat 2x128 on vim's syntax.txt (202k training chars, 98
     # distinct), and 2x512 lost to 2x384 on tinyshakespeare (0.95M)
     small = plan.plan(corpus_chars=202_000, budget=plan.Budget(minutes=5), flops=CPU,
                       **{**SHAPE, "vocab_size": 98, "embedding": 98})
     assert (small.hidden, small.max_epochs) == (192, plan.MAX_EPOCHS)
-    plays = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=60), flops=CPU, **SHAPE)
+    plays = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=60), flops=CPU, members=1, **SHAPE)
     assert (plays.hidden, plays.max_epochs) == (384, plan.MAX_EPOCHS)
 
 
@@ -288,8 +318,8 @@ def test_a_native_bf16_cpu_plans_a_wider_model_for_a_small_corpus_and_more_steps
     # (bench/QUALITY.md, "Device classes"); `cpp` at 5 minutes on a 2-core Intel Xeon with AMX: 2x256 beat
     # 2x384 at full speed (1.629 against 1.637) and at half (1.691 against 1.751), session 19
     bf16 = plan.nominal_flops("cpu-bf16", threads=2)
-    slow = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=CPU, **SHAPE)
-    fast = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=bf16, **SHAPE)
+    slow = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=CPU, members=1, **SHAPE)
+    fast = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=bf16, members=1, **SHAPE)
     assert fast.hidden > slow.hidden and fast.epochs > slow.epochs
     cpp = {**SHAPE, "vocab_size": 113, "embedding": 113}
     assert plan.plan(corpus_chars=13_600_000, budget=plan.Budget(minutes=5), flops=bf16, **cpp).hidden == 256
