@@ -146,10 +146,13 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
     # stepped two or four at a time (charrnn.lanes), members spend that cost on as many threads at once: more fit
     assert [plan.plan(corpus_chars=190_000, budget=plan.Budget(minutes=5), flops=amx, lanes=lanes, **shape).members
             for lanes in (2, 4)] == [7, 8]
-    # tinyshakespeare: one 2x384's passes fill the 5 and 15 minutes at half speed, and it would learn the text by
-    # heart; the same arithmetic trains two of 2x256 instead (plan.SPLIT_MEMBERS); an hour trains five of 2x384
-    assert [(p.members, p.hidden) for p in (planned(953_000, minutes=m) for m in (5, 15, 60))] == \
-        [(2, 256), (2, 256), (5, 384)]
+    # tinyshakespeare: its passes fill the 5 and 15 minutes at half speed; an hour trains five networks. Where members
+    # step side by side (two threads), the one 2x384 of 5 and 15 minutes, which would learn the text by heart, is two of
+    # 2x256 instead (plan.SPLIT_MEMBERS)
+    assert [planned(953_000, minutes=m).members for m in (5, 15, 60)] == [1, 1, 5]
+    side_by_side = [plan.plan(corpus_chars=953_000, budget=plan.Budget(minutes=m), flops=amx, lanes=2, **shape)
+                    for m in (5, 15, 60)]
+    assert [(p.members, p.hidden) for p in side_by_side] == [(2, 256), (2, 256), (5, 384)]
     assert planned(14_000_000, minutes=60).members == 1  # the clock ends a large text's passes: one network
     for budget in ({"steps": 100}, {"epochs": 3.0}, {"minutes": 60, "steps": 100}):  # the user said how much to read
         assert planned(85_000, **budget).members == 1
@@ -170,8 +173,10 @@ def test_a_clock_budget_trains_members_in_the_time_a_small_texts_passes_leave():
         told = plan.plan(corpus_chars=30_000, budget=plan.Budget(minutes=5), flops=amx, members=count, **shape)
         assert (told.members, told.weight_drop) == (count, weight_drop)
     for chars in (20_000, 85_000, 190_000, 400_000, 953_000, 3_000_000):  # a longer budget never trains fewer
-        counts = [planned(chars, minutes=m).members for m in (1, 2, 5, 10, 15, 30, 60, 120)]
-        assert counts == sorted(counts), (chars, counts)
+        for lanes in (1, 2):
+            counts = [plan.plan(corpus_chars=chars, budget=plan.Budget(minutes=m), flops=amx, lanes=lanes, **shape).members
+                      for m in (1, 2, 5, 10, 15, 30, 60, 120)]
+            assert counts == sorted(counts), (chars, lanes, counts)
 
 
 def test_the_command_line_trains_samples_scores_and_shows_an_ensemble(tiny_corpus, tmp_path, runner):
