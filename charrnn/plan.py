@@ -179,21 +179,22 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   233 to 268 GFLOP/s from 2x128 up against the class's 250, so with little of the cost beyond the arithmetic left), so
   that cost is spent on `lanes` threads at once and counted divided by them. Where the clock ends the passes first (a
   large text) one network gets the whole budget.
-  Except where that one network, 2x256 or wider (SPLIT_FROM_WIDTH), would read its text WEIGHT_DROP_FROM_EPOCHS
-  times or more (it learns the text by heart) and no second one fits at half speed, and the members step side by
-  side (`lanes`, a CPU's threads): then the budget trains SPLIT_MEMBERS networks of the next width down, about the
-  same arithmetic (two of 2x256 count 0.95 of one 2x384, two of 2x192 1.2 of one 2x256), each at
-  MEMBERS_WEIGHT_DROP. At equal steps (one thread each, bench/QUALITY.md,
-  sessions 56 and 57): two of 2x256 beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (the
-  `cpu` class's 15 minutes on a slow day, 2,744 steps in fp32, 1.9921 and 1.9931 against 2.0074 and 2.0017; the
-  `cpu-bf16` class's 5 minutes, 2,687 in bf16, 1.9990 and 1.9899 against 2.0050 and 2.0118); at the `cpu-bf16`
-  5-minute plan's 10 passes two of 2x192 beat one 2x256 on tinyshakespeare's first 450,000 characters (three seeds:
-  1.9473, 1.9484 and 1.9445 against 1.9680, 1.9752 and 1.9799), where two of 2x128 lost (2.0067 and 2.0064), and on
-  650,000-character slices of `cpp` (1.7653 and 1.7495 against 1.9043 and 1.9198) and of the Python standard library
-  (1.6781 and 1.6659 against 1.7348 and 1.7045). Two of 2x256 side by side at two threads stepped 0.91 to 1.10
-  times as fast as one 2x384 (session 56). Not measured: narrower networks, which rarely read a text that often
-  alone (a small text's budget trains many), and members stepped in turn (one thread, torchrun, a GPU, where a step
-  costs at least 8 ms at any width, so two would take about twice one's time).
+  Except where that one network, 2x256 or wider (SPLIT_FROM_WIDTH), would read its text WEIGHT_DROP_FROM_EPOCHS times
+  or more (it learns the text by heart) and no second one fits at half speed, and the members step side by side
+  (`lanes`, a CPU's threads): then the budget trains SPLIT_MEMBERS networks of the next width down, about the same
+  arithmetic (two of 2x256 count 0.95 of one 2x384, two of 2x192 1.2 of one 2x256), each at MEMBERS_WEIGHT_DROP. At
+  equal steps (one thread each, bench/QUALITY.md, sessions 56 and 57): two of 2x256 beat one 2x384 on tinyshakespeare
+  in all four pairs, by 0.006 to 0.022 (the `cpu` class's 15 minutes on a slow day, 2,744 steps in fp32, 1.9921 and
+  1.9931 against 2.0074 and 2.0017; the `cpu-bf16` class's 5 minutes, 2,687 in bf16, 1.9990 and 1.9899 against 2.0050
+  and 2.0118); at the `cpu-bf16` 5-minute plan's 10 passes two of 2x192 beat one 2x256 on tinyshakespeare's first
+  450,000 characters (three seeds: 1.9473, 1.9484 and 1.9445 against 1.9680, 1.9752 and 1.9799), where two of 2x128
+  lost (2.0067 and 2.0064), and on 650,000-character slices of `cpp` (1.7653 and 1.7495 against 1.9043 and 1.9198) and
+  of the Python standard library (1.6781 and 1.6659 against 1.7348 and 1.7045). Two of 2x256 side by side at two
+  threads stepped 0.91 to 1.10 times as fast as one 2x384 (session 56). Timed on the Zen 4 (`cpu-bf16`, session 57),
+  tinyshakespeare's 5 minutes scored 1.9845 and 1.9867 against one 2x384's 2.0089 and 2.0101 the same day (at 1.13 to
+  1.15 times its steps), its 15 minutes 1.9567 against 1.9741. Not measured: narrower networks, which rarely read a
+  text that often alone (a small text's budget trains many), and members stepped in turn (one thread, torchrun, a GPU,
+  where a step costs at least 8 ms at any width, so two would take about twice one's time).
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
