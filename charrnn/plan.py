@@ -449,7 +449,7 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         allowed = max(fitting) if fitting else WIDTHS[0]
         hidden = next((w for w in reversed(fitting) if at_full_speed(w)), WIDTHS[0])
         narrowed_from = allowed if hidden != allowed else None
-    chars = chars_read(hidden)
+    chars = chars_read(hidden, networks=members or 1)  # the user's members share the clock
     epochs = chars / max(1, corpus_chars)
     if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
         member_seconds = 6 * count(hidden) * chars / flops + chars / batch_chars * MEMBER_STEP_SECONDS / lanes

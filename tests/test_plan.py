@@ -285,6 +285,20 @@ def test_a_clock_budget_that_would_over_fit_one_wide_network_trains_two_of_the_n
         assert planned(950_000, budget).members == 1
 
 
+def test_members_the_user_asks_for_share_a_clock_budget_and_are_planned_for_the_passes_each_reads():
+    # --members 4 --minutes 5: each network reads a quarter of what one would, so it is regularised and read in the
+    # order of a quarter of the passes (before session 57 the plan counted one network's passes for each)
+    bf16 = plan.nominal_flops("cpu-bf16")
+    one = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=bf16, hidden=384, members=1, **SHAPE)
+    four = plan.plan(corpus_chars=950_000, budget=plan.Budget(minutes=5), flops=bf16, hidden=384, members=4, **SHAPE)
+    assert four.epochs == pytest.approx(one.epochs / 4) and four.chars == pytest.approx(one.chars / 4)
+    assert one.weight_drop == plan.WEIGHT_DROP and one.segment_len == plan.LONG_SEGMENT_WINDOWS * 64
+    assert four.weight_drop == 0 and four.segment_len == plan.SEGMENT_WINDOWS * 64
+    # a budget the pass cap ends is the same for each of them
+    small = [plan.plan(corpus_chars=30_000, budget=plan.Budget(minutes=5), flops=bf16, members=k, **SHAPE) for k in (1, 4)]
+    assert small[0].epochs == small[1].epochs == small[0].max_epochs
+
+
 def test_the_width_limit_keeps_the_sizes_measured_best_at_ten_passes():
     # bench/QUALITY.md, session 10: at 10 passes 2x192 beat 2x128 on vim's syntax.txt (202k training chars, 98
     # distinct), and 2x512 lost to 2x384 on tinyshakespeare (0.95M)
