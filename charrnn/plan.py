@@ -192,9 +192,11 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   of the Python standard library (1.6781 and 1.6659 against 1.7348 and 1.7045). Two of 2x256 side by side at two
   threads stepped 0.91 to 1.10 times as fast as one 2x384 (session 56). Timed on the Zen 4 (`cpu-bf16`, session 57),
   tinyshakespeare's 5 minutes scored 1.9845 and 1.9867 against one 2x384's 2.0089 and 2.0101 the same day (at 1.13 to
-  1.15 times its steps), its 15 minutes 1.9567 against 1.9741. Not measured: narrower networks, which rarely read a
-  text that often alone (a small text's budget trains many), and members stepped in turn (one thread, torchrun, a GPU,
-  where a step costs at least 8 ms at any width, so two would take about twice one's time).
+  1.15 times its steps), its 15 minutes 1.9567 against 1.9741. Below the threshold it lost: at 5.45 passes (the `cpu`
+  class's 5-minute tinyshakespeare) one 2x256 scored 2.0256 and 2.0156 against two of 2x192's 2.0403 and 2.0441 at
+  equal arithmetic (2,537 and 2,120 steps). Not measured: narrower networks, which rarely read a text that often alone
+  (a small text's budget trains many), and members stepped in turn (one thread, torchrun, a GPU, where a step costs at
+  least 8 ms at any width, so two would take about twice one's time).
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
