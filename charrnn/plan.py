@@ -451,19 +451,19 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         allowed = max(fitting) if fitting else WIDTHS[0]
         hidden = next((w for w in reversed(fitting) if at_full_speed(w)), WIDTHS[0])
         narrowed_from = allowed if hidden != allowed else None
-    chars = chars_read(hidden, networks=members or 1)  # the user's members share the clock
-    epochs = chars / max(1, corpus_chars)
     if members is None:  # a clock budget longer than the passes need trains more networks in the rest of it
-        member_seconds = 6 * count(hidden) * chars / flops + chars / batch_chars * MEMBER_STEP_SECONDS / lanes
+        alone = chars_read(hidden)
+        member_seconds = 6 * count(hidden) * alone / flops + alone / batch_chars * MEMBER_STEP_SECONDS / lanes
         at_speed = MEMBERS_AT_SPEED * budget.minutes * 60 / member_seconds if capped else 0.0
         members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
         if (members == 1 and capped and width_planned and hidden >= SPLIT_FROM_WIDTH and lanes >= SPLIT_MEMBERS
-                and epochs >= WEIGHT_DROP_FROM_EPOCHS):
+                and alone / max(1, corpus_chars) >= WEIGHT_DROP_FROM_EPOCHS):
             # one network would learn its text by heart: the same arithmetic trains SPLIT_MEMBERS narrower ones
             split_from, hidden = hidden, next(w for w in reversed(WIDTHS) if w < hidden and at_full_speed(w))
             members = SPLIT_MEMBERS
-            chars = chars_read(hidden, networks=members)
-            epochs = chars / max(1, corpus_chars)
+    # what each network reads: members share the clock (those the rule above planned read their passes in it anyway)
+    chars = chars_read(hidden, networks=members)
+    epochs = chars / max(1, corpus_chars)
     weight_drop = WEIGHT_DROP if epochs >= WEIGHT_DROP_FROM_EPOCHS else 0.0
 
     def shuffled(length: int) -> bool:  # the order data.StreamBatches will read in, whatever was asked for
