@@ -296,10 +296,12 @@ FLOOR_MEMBERS_FROM = 8
 # A clock budget that would train one network of SPLIT_FROM_WIDTH or wider for WEIGHT_DROP_FROM_EPOCHS passes or more
 # trains SPLIT_MEMBERS of the next width down instead, where they step side by side (lanes): about the same
 # arithmetic (0.95 times 2x384's for two of 2x256, 1.2 times 2x256's for two of 2x192). At equal steps two of 2x256
-# beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (bench/QUALITY.md, session 56), and two of
-# 2x192 beat one 2x256 on three texts of 450,000 to 650,000 characters, where two of 2x128 lost (session 57).
+# beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (bench/QUALITY.md, session 56), two of
+# 2x192 beat one 2x256 on three texts of 450,000 to 650,000 characters, where two of 2x128 lost (session 57), and two
+# of 2x128 beat one 2x192 on four texts of 73,000 to 202,000 characters (by 0.014 to 0.092 on the mean of three
+# seeds), where two of 2x64 lost to one 2x128 on two of 47,000 and 73,000 (by 0.052 and 0.056; session 58).
 SPLIT_MEMBERS = 2
-SPLIT_FROM_WIDTH = 256
+SPLIT_FROM_WIDTH = 192
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
 # Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`data.fit_windows`).
