@@ -180,9 +180,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   that cost is spent on `lanes` threads at once and counted divided by them. Where the clock ends the passes first (a
   large text) one network gets the whole budget.
   Except where that one network, 2x192 or wider (SPLIT_FROM_WIDTH; 2x256 before session 58), would read its text
-  WEIGHT_DROP_FROM_EPOCHS times or more (it learns the text by heart), no second one fits at half speed, the members
-  step side by side (`lanes`, a CPU's threads), and the next width down still has SPLIT_PARAMETERS_PER_CHAR parameters
-  per training character (since session 58): then the budget trains SPLIT_MEMBERS networks of that width, about the same
+  WEIGHT_DROP_FROM_EPOCHS times or more (it learns the text by heart), no second one fits at half speed, and the
+  members step side by side (`lanes`, a CPU's threads): then the budget trains SPLIT_MEMBERS networks of the next
+  width down, about the same
   arithmetic (two of 2x256 count 0.95 of one 2x384, two of 2x192 1.2 of one 2x256, two of 2x128 1.0 of one 2x192),
   each at MEMBERS_WEIGHT_DROP. At equal steps (one thread each, bench/QUALITY.md, sessions 56 to 58): two of 2x256 beat one 2x384 on tinyshakespeare
   in all four pairs, by 0.006 to 0.022 (the `cpu` class's 15 minutes on a slow day, 2,744 steps in fp32, 1.9921 and
@@ -195,12 +195,13 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   bits/char: `_pydecimal.py` 2.3345 against 2.4265, vim's syntax.txt 2.3736 against 2.4370, `argparse.py` 1.2065
   against 1.2221, tinyshakespeare's first 200,000 characters 2.2459 against 2.2598; eleven of the twelve pairs, the other
   lost by 0.007), while two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884 against 2.4362) and NEWS.txt
-  (2.4454 against 2.3893), so 2x128 is the narrowest width split. With fewer parameters than 0.8 per character the
-  narrower networks under-fit: at 7 to 9 passes (the `cpu` class's 1- and 2-minute plans, two seeds) two of 2x128
-  lost to one 2x192 on 556,000 characters of Python (0.6 per character: 1.8050 against 1.7810) and tinyshakespeare's
-  first 385,000 (0.75: 2.0105 against 2.0011), where they won at 1.65 on `_pydecimal.py` and syntax.txt (2.3648
-  against 2.4149, 2.4128 against 2.4598) and, at 0.6, on a `cpp` slice whose held-out text is far from its training
-  text (1.7871 against 1.8701); two of 2x192 at 0.6 lost on tinyshakespeare's 953,000 (below). Two of 2x256 side by side at two
+  (2.4454 against 2.3893), so 2x128 is the narrowest width split. Where each narrower network has under one
+  parameter per training character the split went both ways (two seeds each): at 0.6 it won on two `cpp` slices
+  of 556,000 characters (by 0.083 and 0.011, 7 passes) and on tinyshakespeare's 953,000 (two of 2x192 against one
+  2x256 at 10 passes, 1.9972 and 1.9972 against 1.9997 and 2.0166), and lost on two slices of the Python standard
+  library (by 0.024 and 0.031) and, at 0.75, on tinyshakespeare's first 385,000 (9 passes, by 0.0095): a floor of
+  parameters per character, tried, would have traded the wins for the losses, so there is none. At 7 to 8 passes
+  on texts of 200,000 characters (1.65 per character) it won by 0.047 and 0.050. Two of 2x256 side by side at two
   threads stepped 0.91 to 1.10 times as fast as one 2x384 (session 56). Timed on the Zen 4 (`cpu-bf16`, session 57),
   tinyshakespeare's 5 minutes scored 1.9845 and 1.9867 against one 2x384's 2.0089 and 2.0101 the same day (at 1.13 to
   1.15 times its steps), its 15 minutes 1.9567 against 1.9741. Below the threshold it lost: at 5.45 passes (the `cpu`
@@ -313,13 +314,6 @@ FLOOR_MEMBERS_FROM = 8
 # seeds), where two of 2x64 lost to one 2x128 on two of 47,000 and 73,000 (by 0.052 and 0.056; session 58).
 SPLIT_MEMBERS = 2
 SPLIT_FROM_WIDTH = 192
-# ... and only where each narrower network still has this many parameters per training character: with fewer they
-# under-fit more than one network over-fits. Two of 2x128 (0.6 and 0.75 per character) lost to one 2x192 on 556,000
-# characters of Python (by 0.024, two seeds, 7 passes) and tinyshakespeare's first 385,000 (0.0095, 9.1 passes), as
-# two of 2x192 (0.6) lost to one 2x256 on tinyshakespeare's 953,000 (0.021 at 5.45 passes, session 57); at 1.0 or
-# more per character the split won in all eleven texts and budgets measured (sessions 56 to 58). The one win below,
-# 0.6 on a `cpp` slice (0.083), is on held-out text far from its training text (bench/QUALITY.md, session 58).
-SPLIT_PARAMETERS_PER_CHAR = 0.8
 # What a plan may set; any explicit option wins.
 PLANNED = ("hidden", "weight_drop", "segment_len", "lr", "eval_every", "epochs", "members", "batch_size", "seq_len")
 # Of those, the ones with a fixed default that the plan only lowers, for a text too short for it (`data.fit_windows`).
@@ -478,11 +472,9 @@ def plan(*, corpus_chars: int, budget: Budget, flops: float, vocab_size: int, la
         members = max(1, min(MAX_MEMBERS, math.floor(at_speed)))
         if (members == 1 and capped and width_planned and hidden >= SPLIT_FROM_WIDTH and lanes >= SPLIT_MEMBERS
                 and alone / max(1, corpus_chars) >= WEIGHT_DROP_FROM_EPOCHS):
-            # one network would learn its text by heart: the same arithmetic trains SPLIT_MEMBERS narrower ones, where
-            # they are not too small for the text
-            narrower = next(w for w in reversed(WIDTHS) if w < hidden and at_full_speed(w))
-            if count(narrower) >= SPLIT_PARAMETERS_PER_CHAR * corpus_chars:
-                split_from, hidden, members = hidden, narrower, SPLIT_MEMBERS
+            # one network would learn its text by heart: the same arithmetic trains SPLIT_MEMBERS narrower ones
+            split_from, hidden = hidden, next(w for w in reversed(WIDTHS) if w < hidden and at_full_speed(w))
+            members = SPLIT_MEMBERS
     # what each network reads: members share the clock (those the rule above planned read their passes in it anyway)
     chars = chars_read(hidden, networks=members)
     epochs = chars / max(1, corpus_chars)

@@ -90,8 +90,8 @@ def train(
              "of their probabilities (better held-out bits/char than one network, at members times the cost of a "
              "step and an exported page; on a CPU they train one per thread at a time). Default: planned: with --minutes, as many (up to 32) "
              "as the budget trains for the planned passes, which a small text ends early; 2 of the next --hidden "
-             "down where one network of 192 or wider would read the text about 6 times or more and each of the two "
-             "keeps 0.8 parameters per character (on a CPU with 2 or more threads); "
+             "down where one network of 192 or wider would read the text about 6 times or more (on a CPU with 2 or "
+             "more threads); "
              "else 1.",
         show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(
