@@ -191,10 +191,10 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   450,000 characters (three seeds: 1.9473, 1.9484 and 1.9445 against 1.9680, 1.9752 and 1.9799), where two of 2x128
   lost (2.0067 and 2.0064), and on 650,000-character slices of `cpp` (1.7653 and 1.7495 against 1.9043 and 1.9198) and
   of the Python standard library (1.6781 and 1.6659 against 1.7348 and 1.7045); at the 1-minute plans' 10 to 12
-  passes two of 2x128 beat one 2x192 on four texts of 85,000 to 202,000 training characters (three seeds each, mean
-  bits/char: `_pydecimal.py` 2.3345 against 2.4265, vim's syntax.txt 2.3736 against 2.4370, `argparse.py` 1.2065
-  against 1.2221, tinyshakespeare's first 200,000 characters 2.2459 against 2.2598; eleven of the twelve pairs, the other
-  lost by 0.007), while two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884 against 2.4362) and NEWS.txt
+  passes two of 2x128 beat one 2x192 on six texts of 85,000 to 202,000 training characters (three seeds each, mean
+  bits/char: `_pydecimal.py` 2.3345 against 2.4265, vim's syntax.txt 2.3736 against 2.4370, `turtle.py` 2.0093
+  against 2.0768, vim's eval.txt 2.0756 against 2.1022, `argparse.py` 1.2065 against 1.2221, tinyshakespeare's
+  first 200,000 characters 2.2459 against 2.2598; seventeen of the eighteen pairs, the other lost by 0.007), while two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884 against 2.4362) and NEWS.txt
   (2.4454 against 2.3893), so 2x128 is the narrowest width split. Where each narrower network has under one
   parameter per training character the split went both ways (two seeds each): at 0.6 it won on two `cpp` slices
   of 556,000 characters (by 0.083 and 0.011, 7 passes) and on tinyshakespeare's 953,000 (two of 2x192 against one
@@ -310,7 +310,7 @@ FLOOR_MEMBERS_FROM = 8
 # 2x128). At equal steps two of 2x256
 # beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (bench/QUALITY.md, session 56), two of
 # 2x192 beat one 2x256 on three texts of 450,000 to 650,000 characters, where two of 2x128 lost (session 57), and two
-# of 2x128 beat one 2x192 on four texts of 85,000 to 202,000 characters (by 0.014 to 0.092 on the mean of three
+# of 2x128 beat one 2x192 on six texts of 85,000 to 202,000 characters (by 0.014 to 0.092 on the mean of three
 # seeds), where two of 2x64 lost to one 2x128 on two of 47,000 and 73,000 (by 0.052 and 0.056; session 58).
 SPLIT_MEMBERS = 2
 SPLIT_FROM_WIDTH = 192

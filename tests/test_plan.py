@@ -258,7 +258,7 @@ def test_a_text_under_5000_characters_trains_narrow_networks(chars, vocab, width
 def test_a_clock_budget_that_would_over_fit_one_wide_network_trains_two_of_the_next_width_down():
     # bench/QUALITY.md, sessions 56 to 58: at equal steps two members of 2x256 beat one 2x384 on tinyshakespeare in
     # four pairs, two of 2x192 beat one 2x256 on three texts of 450,000 to 650,000 characters, and two of 2x128 beat
-    # one 2x192 on four texts of 85,000 to 202,000, where two of 2x64 lost to one 2x128; below the threshold (5.45
+    # one 2x192 on six texts of 85,000 to 202,000, where two of 2x64 lost to one 2x128; below the threshold (5.45
     # passes) one 2x256 won
     bf16 = plan.nominal_flops("cpu-bf16")
 
