@@ -194,8 +194,9 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   passes two of 2x128 beat one 2x192 on six texts of 85,000 to 202,000 training characters (three seeds each, mean
   bits/char: `_pydecimal.py` 2.3345 against 2.4265, vim's syntax.txt 2.3736 against 2.4370, `turtle.py` 2.0093
   against 2.0768, vim's eval.txt 2.0756 against 2.1022, `argparse.py` 1.2065 against 1.2221, tinyshakespeare's
-  first 200,000 characters 2.2459 against 2.2598; seventeen of the eighteen pairs, the other lost by 0.007), while two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884 against 2.4362) and NEWS.txt
-  (2.4454 against 2.3893), so 2x128 is the narrowest width split. Where each narrower network has under one
+  first 200,000 characters 2.2459 against 2.2598; seventeen of the eighteen pairs, the other lost by 0.007), while
+  two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884 against 2.4362) and NEWS.txt (2.4454 against 2.3893),
+  so 2x128 is the narrowest width split. Where each narrower network has under one
   parameter per training character the split went both ways (two seeds each): at 0.6 it won on two `cpp` slices
   of 556,000 characters (by 0.083 and 0.011, 7 passes) and on tinyshakespeare's 953,000 (two of 2x192 against one
   2x256 at 10 passes, 1.9972 and 1.9972 against 1.9997 and 2.0166), and lost on two slices of the Python standard
