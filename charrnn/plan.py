@@ -182,33 +182,32 @@ The rule, in words (measurements in bench/QUALITY.md, "The rule"):
   Except where that one network, 2x192 or wider (SPLIT_FROM_WIDTH; 2x256 before session 58), would read its text
   WEIGHT_DROP_FROM_EPOCHS times or more (it learns the text by heart), no second one fits at half speed, and the
   members step side by side (`lanes`, a CPU's threads): then the budget trains SPLIT_MEMBERS networks of the next
-  width down, about the same
-  arithmetic (two of 2x256 count 0.95 of one 2x384, two of 2x192 1.2 of one 2x256, two of 2x128 1.0 of one 2x192),
-  each at MEMBERS_WEIGHT_DROP. At equal steps (one thread each, bench/QUALITY.md, sessions 56 to 58): two of 2x256 beat one 2x384 on tinyshakespeare
-  in all four pairs, by 0.006 to 0.022 (the `cpu` class's 15 minutes on a slow day, 2,744 steps in fp32, 1.9921 and
-  1.9931 against 2.0074 and 2.0017; the `cpu-bf16` class's 5 minutes, 2,687 in bf16, 1.9990 and 1.9899 against 2.0050
-  and 2.0118); at the `cpu-bf16` 5-minute plan's 10 passes two of 2x192 beat one 2x256 on tinyshakespeare's first
-  450,000 characters (three seeds: 1.9473, 1.9484 and 1.9445 against 1.9680, 1.9752 and 1.9799), where two of 2x128
-  lost (2.0067 and 2.0064), and on 650,000-character slices of `cpp` (1.7653 and 1.7495 against 1.9043 and 1.9198) and
-  of the Python standard library (1.6781 and 1.6659 against 1.7348 and 1.7045); at the 1-minute plans' 10 to 12
-  passes two of 2x128 beat one 2x192 on six texts of 85,000 to 202,000 training characters (three seeds each, mean
-  bits/char: `_pydecimal.py` 2.3345 against 2.4265, vim's syntax.txt 2.3736 against 2.4370, `turtle.py` 2.0093
-  against 2.0768, vim's eval.txt 2.0756 against 2.1022, `argparse.py` 1.2065 against 1.2221, tinyshakespeare's
-  first 200,000 characters 2.2459 against 2.2598; seventeen of the eighteen pairs, the other lost by 0.007), while
-  two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884 against 2.4362) and NEWS.txt (2.4454 against 2.3893),
-  so 2x128 is the narrowest width split. Where each narrower network has under one
-  parameter per training character the split went both ways (two seeds each): at 0.6 it won on two `cpp` slices
-  of 556,000 characters (by 0.083 and 0.011, 7 passes) and on tinyshakespeare's 953,000 (two of 2x192 against one
-  2x256 at 10 passes, 1.9972 and 1.9972 against 1.9997 and 2.0166), and lost on two slices of the Python standard
-  library (by 0.024 and 0.031) and, at 0.75, on tinyshakespeare's first 385,000 (9 passes, by 0.0095): a floor of
-  parameters per character, tried, would have traded the wins for the losses, so there is none. At 7 to 8 passes
-  on texts of 200,000 characters (1.65 per character) it won by 0.047 and 0.050. Two of 2x256 side by side at two
-  threads stepped 0.91 to 1.10 times as fast as one 2x384 (session 56). Timed on the Zen 4 (`cpu-bf16`, session 57),
-  tinyshakespeare's 5 minutes scored 1.9845 and 1.9867 against one 2x384's 2.0089 and 2.0101 the same day (at 1.13 to
-  1.15 times its steps), its 15 minutes 1.9567 against 1.9741. Below the threshold it lost: at 5.45 passes (the `cpu`
-  class's 5-minute tinyshakespeare) one 2x256 scored 2.0256 and 2.0156 against two of 2x192's 2.0403 and 2.0441 at
-  equal arithmetic (2,537 and 2,120 steps). Not measured: members stepped in turn (one thread, torchrun, a GPU, where a step costs at
-  least 8 ms at any width, so two would take about twice one's time).
+  width down, about the same arithmetic (two of 2x256 count 0.95 of one 2x384, two of 2x192 1.2 of one 2x256, two of
+  2x128 1.0 of one 2x192), each at MEMBERS_WEIGHT_DROP. At equal steps (one thread each, bench/QUALITY.md, sessions 56
+  to 58): two of 2x256 beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (the `cpu` class's 15
+  minutes on a slow day, 2,744 steps in fp32, 1.9921 and 1.9931 against 2.0074 and 2.0017; the `cpu-bf16` class's 5
+  minutes, 2,687 in bf16, 1.9990 and 1.9899 against 2.0050 and 2.0118); at the `cpu-bf16` 5-minute plan's 10 passes
+  two of 2x192 beat one 2x256 on tinyshakespeare's first 450,000 characters (three seeds: 1.9473, 1.9484 and 1.9445
+  against 1.9680, 1.9752 and 1.9799), where two of 2x128 lost (2.0067 and 2.0064), and on 650,000-character slices of
+  `cpp` (1.7653 and 1.7495 against 1.9043 and 1.9198) and of the Python standard library (1.6781 and 1.6659 against
+  1.7348 and 1.7045); at the 1-minute plans' 10 to 12 passes two of 2x128 beat one 2x192 on six texts of 85,000 to
+  202,000 training characters (three seeds each, mean bits/char: `_pydecimal.py` 2.3345 against 2.4265, vim's
+  syntax.txt 2.3736 against 2.4370, `turtle.py` 2.0093 against 2.0768, vim's eval.txt 2.0756 against 2.1022,
+  `argparse.py` 1.2065 against 1.2221, tinyshakespeare's first 200,000 characters 2.2459 against 2.2598; seventeen of
+  the eighteen pairs, the other lost by 0.007), while two of 2x64 lost to one 2x128 on vim's quickfix.txt (2.4884
+  against 2.4362) and NEWS.txt (2.4454 against 2.3893), so 2x128 is the narrowest width split. Where each narrower
+  network has under one parameter per training character the split went both ways (two seeds each): at 0.6 it won on
+  two `cpp` slices of 556,000 characters (by 0.083 and 0.011, 7 passes) and on tinyshakespeare's 953,000 (two of 2x192
+  against one 2x256 at 10 passes, 1.9972 and 1.9972 against 1.9997 and 2.0166), and lost on two slices of the Python
+  standard library (by 0.024 and 0.031) and, at 0.75, on tinyshakespeare's first 385,000 (9 passes, by 0.0095): a
+  floor of parameters per character, tried, would have traded the wins for the losses, so there is none. At 7 to 8
+  passes on texts of 200,000 characters (1.65 per character) it won by 0.047 and 0.050. Two of 2x256 side by side at
+  two threads stepped 0.91 to 1.10 times as fast as one 2x384 (session 56). Timed on the Zen 4 (`cpu-bf16`, session
+  57), tinyshakespeare's 5 minutes scored 1.9845 and 1.9867 against one 2x384's 2.0089 and 2.0101 the same day (at
+  1.13 to 1.15 times its steps), its 15 minutes 1.9567 against 1.9741. Below the threshold it lost: at 5.45 passes
+  (the `cpu` class's 5-minute tinyshakespeare) one 2x256 scored 2.0256 and 2.0156 against two of 2x192's 2.0403 and
+  2.0441 at equal arithmetic (2,537 and 2,120 steps). Not measured: members stepped in turn (one thread, torchrun, a
+  GPU, where a step costs at least 8 ms at any width, so two would take about twice one's time).
 - Validation: about VALIDATIONS_PER_RUN times per run, so that it costs a bounded share of the budget.
 """
 
@@ -306,13 +305,13 @@ MANY_MEMBERS_FROM = 16
 FLOOR_MEMBERS_WEIGHT_DROP = 0.0
 FLOOR_MEMBERS_FROM = 8
 # A clock budget that would train one network of SPLIT_FROM_WIDTH or wider for WEIGHT_DROP_FROM_EPOCHS passes or more
-# trains SPLIT_MEMBERS of the next width down instead, where they step side by side (lanes): about the same
-# arithmetic (0.95 times 2x384's for two of 2x256, 1.2 times 2x256's for two of 2x192, 1.0 times 2x192's for two of
-# 2x128). At equal steps two of 2x256
-# beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (bench/QUALITY.md, session 56), two of
-# 2x192 beat one 2x256 on three texts of 450,000 to 650,000 characters, where two of 2x128 lost (session 57), and two
-# of 2x128 beat one 2x192 on six texts of 85,000 to 202,000 characters (by 0.014 to 0.092 on the mean of three
-# seeds), where two of 2x64 lost to one 2x128 on two of 47,000 and 73,000 (by 0.052 and 0.056; session 58).
+# trains SPLIT_MEMBERS of the next width down instead, where they step side by side (lanes): about the same arithmetic
+# (0.95 times 2x384's for two of 2x256, 1.2 times 2x256's for two of 2x192, 1.0 times 2x192's for two of 2x128). At
+# equal steps two of 2x256 beat one 2x384 on tinyshakespeare in all four pairs, by 0.006 to 0.022 (bench/QUALITY.md,
+# session 56), two of 2x192 beat one 2x256 on three texts of 450,000 to 650,000 characters, where two of 2x128 lost
+# (session 57), and two of 2x128 beat one 2x192 on six texts of 85,000 to 202,000 characters (by 0.014 to 0.092 on the
+# mean of three seeds), where two of 2x64 lost to one 2x128 on two of 47,000 and 73,000 (by 0.052 and 0.056; session
+# 58).
 SPLIT_MEMBERS = 2
 SPLIT_FROM_WIDTH = 192
 # What a plan may set; any explicit option wins.
