@@ -91,8 +91,7 @@ def train(
              "step and an exported page; on a CPU they train one per thread at a time). Default: planned: with --minutes, as many (up to 32) "
              "as the budget trains for the planned passes, which a small text ends early; 2 of the next --hidden "
              "down where one network of 192 or wider would read the text about 6 times or more (on a CPU with 2 or "
-             "more threads); "
-             "else 1.",
+             "more threads); else 1.",
         show_default=False)] = None,
     seq_len: Annotated[int, typer.Option(
         help="Characters per truncated-BPTT window. Shortened, unless given, for a text too short for one window "
