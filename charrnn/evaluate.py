@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,8 @@ from charrnn.config import EvalConfig, Precision, bits
 from charrnn.data import fingerprint_file, iter_known_ids, read_corpus
 from charrnn.devices import autocast, choose_bf16
 from charrnn.errors import CharRNNError
-from charrnn.model import Network, detach_state, member_losses, members, mixture_log_probs
+from charrnn.lanes import Lanes, lane_count
+from charrnn.model import CharRNN, Network, detach_state, member_losses, members, mixture_log_probs
 from charrnn.vocab import Vocab
 
 
@@ -120,33 +122,40 @@ def nats_per_char(model: Network, ids: Tensor, *, config: EvalConfig = EvalConfi
     return float(losses.double().mean()), len(losses)
 
 
-class _AdaptingCopy:
-    """A copy of the model that scores each segment with its current weights and only then steps on it.
+class _AdaptingNetwork:
+    """A copy of one network (one of an ensemble's members) that scores each segment with its current weights and only
+    then steps on it, at one of dynamic evaluation's steps.
 
     The step is the gradient divided by its running RMS (Krause et al. normalise by RMS too; here it is estimated
-    online, RMSprop-style), plus a decay towards the trained weights so the copy does not drift.
-    An ensemble's members each step on their own loss; the segment is scored by their mixture.
+    online, RMSprop-style), plus a decay towards the trained weights so the copy does not drift. A member steps on
+    its own loss, as it trained; the copies of an ensemble's members at one step score the text by their mixture.
     """
 
-    def __init__(self, model: Network, lr: float, decay: float):
-        self.model = copy.deepcopy(model).eval()  # no dropout or weight drop while adapting
-        for layer in (layer for member in members(self.model) for layer in member.layers):
+    def __init__(self, network: CharRNN, lr: float, decay: float, window: int):
+        self.network = copy.deepcopy(network).eval()  # no dropout or weight drop while adapting
+        for layer in self.network.layers:
             layer.train()  # cuDNN runs a backward only through a layer in training mode; a single layer's mode
             # changes nothing else (its own dropout acts between layers)
-        self.params = list(self.model.parameters())
+        self.params = list(self.network.parameters())
         self.trained = [p.detach().clone() for p in self.params]
         self.mean_square: list[Tensor | None] = [None] * len(self.params)
-        self.lr, self.decay = lr, decay
-        self.state = self.model.initial_state(1, next(model.parameters()).device)
+        self.lr, self.decay, self.window = lr, decay, window
+        self.state = self.network.initial_state(1, self.params[0].device)
+        self.next_start = 0  # where the next segment begins
 
-    def score_then_adapt(self, x: Tensor, y: Tensor) -> Tensor:
-        """Loss in nats on each target of y (1, T) given x (1, T), then one step on their mean."""
-        logits, state = self.model(x, self.state, per_member=True)  # (members, 1, T, V)
-        alone = len(logits) == 1  # one network steps on the very loss it is scored by; members on their own losses
-        scored = logits if alone else logits.detach()  # so the mixture needs no graph
-        loss = F.cross_entropy(mixture_log_probs(scored).float().transpose(1, 2), y, reduction="none")[0]  # (T,)
-        self.model.zero_grad(set_to_none=True)
-        (loss.mean() if alone else member_losses(logits, y)).backward()
+    def read_until(self, flat: Tensor, end: int) -> list[tuple[int, Tensor]]:
+        """Score then step on each segment that starts before `end`: (start, logits (1, T, V) scored) of each."""
+        scored = []
+        while (start := self.next_start) < end:
+            y = flat[start + 1: start + self.window + 1].unsqueeze(0)
+            scored.append((start, self._score_then_adapt(flat[start: start + y.shape[1]].unsqueeze(0), y)))
+            self.next_start = start + self.window
+        return scored
+
+    def _score_then_adapt(self, x: Tensor, y: Tensor) -> Tensor:
+        logits, state = self.network(x, self.state)  # (1, T, V)
+        self.network.zero_grad(set_to_none=True)
+        member_losses(logits[None], y).backward()  # the mean loss: what it was trained on
         beta, eps = 0.99, 1e-8
         with torch.no_grad():
             for k, (p, p0) in enumerate(zip(self.params, self.trained)):
@@ -157,7 +166,16 @@ class _AdaptingCopy:
                     p.addcdiv_(p.grad, ms.sqrt().add_(eps), value=-self.lr)
                 p.add_(p0 - p, alpha=self.decay)
         self.state = detach_state(state)
-        return loss.detach()
+        return logits.detach()
+
+
+def dynamic_lanes(model: Network, networks: int, threads: int) -> int:
+    """Threads for dynamic evaluation's `networks` adapting networks of `model`: for an ensemble on the CPU one each,
+    up to the CPU's threads; else 1. An ensemble's members split evenly over the lanes, but one network's two
+    copies do not (the one stepping every 16 characters costs more), and at two threads in turn they ran as fast or
+    faster (bench/dynamic_speed.py; bench/RESULTS.md, session 59)."""
+    device = next(model.parameters()).device
+    return lane_count(device, networks, threads, distributed=False) if len(members(model)) > 1 else 1
 
 
 def dynamic_step_losses(model: Network, ids: Tensor, *, config: EvalConfig,
@@ -168,25 +186,33 @@ def dynamic_step_losses(model: Network, ids: Tensor, *, config: EvalConfig,
     window (config.dynamic_window, one per step) is scored with the copy's current weights, and only then does
     the copy step on it, so nothing ahead of the position being scored ever touches the weights. The copies
     advance together, a block of the longest window at a time. The caller's model is unchanged.
+    A copy is one adapting network per member, and they are independent within a block, so on the CPU they run
+    side by side on its threads (charrnn.lanes): each of their small backward passes leaves a second core idle.
     Returns (K, len(ids) - 1): row k is the per-character loss in nats at step k; entry i scores ids[i + 1].
     """
     device = next(model.parameters()).device
-    copies = [_AdaptingCopy(model, lr, config.dynamic_decay) for lr in config.dynamic_lr]
+    copies = [[_AdaptingNetwork(member, lr, config.dynamic_decay, window) for member in members(model)]
+              for lr, window in zip(config.dynamic_lr, config.dynamic_window)]
+    networks = [network for networks in copies for network in networks]
     flat = ids.long().to(device)
     pairs = len(ids) - 1
     losses = torch.zeros(len(copies), pairs, device=device)  # on the device: no sync per segment on a GPU
-    windows, block = config.dynamic_window, max(config.dynamic_window)
-    next_start = [0] * len(copies)  # where each copy's next segment begins
-    for block_start in range(0, pairs, block):
-        block_end = min(block_start + block, pairs)
-        for k, (adapting, window) in enumerate(zip(copies, windows)):
-            while (start := next_start[k]) < block_end:
-                y = flat[start + 1: start + window + 1].unsqueeze(0)
-                x = flat[start: start + y.shape[1]].unsqueeze(0)
-                losses[k, start: start + y.shape[1]] = adapting.score_then_adapt(x, y)
-                next_start[k] = start + window
-        if on_chars:
-            on_chars(block_end - block_start)
+    block = max(config.dynamic_window)
+    threads = torch.get_num_threads()
+    with Lanes(dynamic_lanes(model, len(networks), threads), threads) as lanes:
+        for block_start in range(0, pairs, block):
+            block_end = min(block_start + block, pairs)
+            scored = lanes.map(functools.partial(_AdaptingNetwork.read_until, flat=flat, end=block_end), networks)
+            for k, networks_at_step in enumerate(copies):
+                mine, scored = scored[:len(networks_at_step)], scored[len(networks_at_step):]
+                for segments in zip(*mine):  # one segment, each member's logits
+                    start = segments[0][0]
+                    logits = torch.stack([member_logits for _, member_logits in segments])  # (members, 1, T, V)
+                    y = flat[start + 1: start + logits.shape[2] + 1].unsqueeze(0)
+                    losses[k, start: start + y.shape[1]] = F.cross_entropy(
+                        mixture_log_probs(logits).float().transpose(1, 2), y, reduction="none")[0]
+            if on_chars:
+                on_chars(block_end - block_start)
     return losses.cpu()
 
 

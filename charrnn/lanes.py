@@ -13,13 +13,17 @@ touch only its own weights, and the losses come back in member order (tests/test
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from charrnn.devices import autocast
 from charrnn.model import Ensemble, Network, State, member_losses, member_states, members
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def lane_count(device: torch.device, members: int, threads: int, distributed: bool) -> int:
@@ -48,12 +52,21 @@ def step_in_turn(network: nn.Module, model: Network, x: Tensor, y: Tensor, state
 
 class Lanes:
     """A pool of `lanes` threads that share `threads` CPU threads (one each at two threads: a small member's products
-    gain little from a second); `step` trains an ensemble's members on them."""
+    gain little from a second); `step` trains an ensemble's members on them, `map` runs any independent work. One
+    lane is the caller's own thread."""
 
     def __init__(self, lanes: int, threads: int):
         self.lanes = lanes
         self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="charrnn-lane",
-                                        initializer=torch.set_num_threads, initargs=(max(1, threads // lanes),))
+                                        initializer=torch.set_num_threads,
+                                        initargs=(max(1, threads // lanes),)) if lanes > 1 else None
+
+    def map(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """[work(item) for item in items], side by side on the lanes; any lane may take any item, so what an item
+        computes must not depend on which (nor on the others'). Re-raises an item's error here."""
+        if self._pool is None:
+            return [work(item) for item in items]
+        return list(self._pool.map(work, items))
 
     def step(self, model: Ensemble, x: Tensor, y: Tensor, state: State | None, *, bf16: bool,
              grad_clip: float) -> tuple[Tensor, State]:
@@ -73,12 +86,12 @@ class Lanes:
                     torch.nn.utils.clip_grad_norm_(member.parameters(), grad_clip)
                 done[k] = loss.detach(), new_state
 
-        for _ in self._pool.map(lane, range(self.lanes)):  # re-raises a lane's error here
-            pass
+        self.map(lane, range(self.lanes))
         return sum(loss for loss, _ in done), [layer for _, s in done for layer in s]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def __enter__(self) -> Lanes:
         return self

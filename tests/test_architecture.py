@@ -26,7 +26,7 @@ LAYERS = {  # module: the charrnn modules it may import
     "data": {"vocab", "errors", "files"},
     "checkpoint": {"config", "errors", "files", "model", "vocab"},
     "corpora": {"errors", "files"},
-    "evaluate": {"config", "data", "devices", "errors", "files", "kernels", "model", "vocab"},
+    "evaluate": {"config", "data", "devices", "errors", "files", "kernels", "lanes", "model", "vocab"},
     "sampling": {"config", "kernels", "model", "vocab"},
     "plan": {"config", "data"},
     "lanes": {"devices", "model"},

@@ -5,6 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
+from charrnn import evaluate
+from charrnn.config import EvalConfig
 from charrnn.lanes import Lanes, lane_count, step_in_turn
 from charrnn.model import build
 from charrnn.training import run
@@ -84,3 +86,43 @@ def test_an_ensembles_run_is_the_same_at_one_thread_and_on_two_lanes(tiny_corpus
     one, two = (torch.load(tmp_path / str(t) / "latest.pt", weights_only=True) for t in (1, 2))
     assert all(torch.equal(t, two["model"][name]) for name, t in one["model"].items())
     assert one["history"]["train"] == two["history"]["train"]
+
+
+@pytest.mark.parametrize("members", [2, 3])
+def test_dynamic_evaluation_of_an_ensemble_scores_the_same_side_by_side_as_in_turn(members, monkeypatch):
+    """Each adapting network (one per member and step) on a lane of its own computes what it does in turn, bit for bit:
+    the lanes change how fast `charrnn eval --dynamic` runs, never its score."""
+    torch.manual_seed(0)
+    model = build(tiny_config(members=members)).eval()
+    ids = torch.randint(0, 29, (150,))
+    config = EvalConfig(dynamic=True, dynamic_lr=(0.01, 0.05), dynamic_window=(16, 7))
+    threads = torch.get_num_threads()
+    chosen = []
+    real_rule = evaluate.dynamic_lanes
+    monkeypatch.setattr(evaluate, "dynamic_lanes", lambda *args: chosen.append(real_rule(*args)) or chosen[-1])
+    try:
+        torch.set_num_threads(1)  # in turn, at the thread count each lane gets below
+        in_turn = evaluate.dynamic_step_losses(model, ids, config=config)
+        torch.set_num_threads(4)  # one lane per adapting network, one thread each
+        side_by_side = evaluate.dynamic_step_losses(model, ids, config=config)
+    finally:
+        torch.set_num_threads(threads)
+    assert chosen == [1, 4]
+    assert torch.equal(in_turn, side_by_side)
+    assert not torch.equal(in_turn[0], in_turn[1])  # two steps, each its own copy
+
+
+def test_lanes_map_returns_results_in_order_and_reraises_an_items_error():
+    with Lanes(2, threads=2) as lanes:
+        assert lanes.map(lambda k: k * k, range(7)) == [0, 1, 4, 9, 16, 25, 36]
+        with pytest.raises(ZeroDivisionError):
+            lanes.map(lambda k: 1 / (k - 3), range(7))
+    with Lanes(1, threads=2) as lanes:  # one lane: the caller's own thread, no pool
+        assert lanes.map(lambda k: k + 1, [1, 2]) == [2, 3]
+
+
+def test_one_networks_dynamic_evaluation_runs_its_copies_in_turn():
+    torch.manual_seed(0)
+    assert evaluate.dynamic_lanes(build(tiny_config()), networks=2, threads=2) == 1
+    assert evaluate.dynamic_lanes(build(tiny_config(members=2)), networks=4, threads=2) == 2
+    assert evaluate.dynamic_lanes(build(tiny_config(members=2)), networks=4, threads=1) == 1
