@@ -91,7 +91,7 @@ class Lanes:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)  # after an error or Ctrl-C: no queued work runs
 
     def __enter__(self) -> Lanes:
         return self
