@@ -8,7 +8,8 @@ not: bench/RESULTS.md, session 52). Here each of `lanes` threads, at one CPU thr
 (torch's thread count is a thread's own), takes members lane, lane + lanes, ... in turn: forward, loss, backward and
 gradient clipping; the caller's thread then takes the optimiser step for all of them. What a member computes does
 not depend on the threads' timing: its dropout comes from its own stream (Ensemble.seed_members), its gradients
-touch only its own weights, and the losses come back in member order (tests/test_lanes.py).
+touch only its own weights, and the losses come back in member order (tests/test_lanes.py). Dynamic evaluation
+(charrnn.evaluate) runs an ensemble's adapting networks on the same lanes through `Lanes.map`.
 """
 
 from __future__ import annotations
