@@ -203,9 +203,9 @@ def dynamic_step_losses(model: Network, ids: Tensor, *, config: EvalConfig,
         for block_start in range(0, pairs, block):
             block_end = min(block_start + block, pairs)
             scored = lanes.map(functools.partial(_AdaptingNetwork.read_until, flat=flat, end=block_end), networks)
-            for k, networks_at_step in enumerate(copies):
-                mine, scored = scored[:len(networks_at_step)], scored[len(networks_at_step):]
-                for segments in zip(*mine):  # one segment, each member's logits
+            each = len(copies[0])  # networks per step: the members
+            for k in range(len(copies)):
+                for segments in zip(*scored[k * each: (k + 1) * each]):  # one segment, each member's logits
                     start = segments[0][0]
                     logits = torch.stack([member_logits for _, member_logits in segments])  # (members, 1, T, V)
                     y = flat[start + 1: start + logits.shape[2] + 1].unsqueeze(0)
