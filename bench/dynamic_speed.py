@@ -6,7 +6,7 @@
 What charrnn eval --dynamic runs on a text (the default two steps, windows 64 and 16), for untrained networks of
 an 80-character alphabet: "in turn" steps every adapting network on this thread at --threads threads, "lanes" puts
 them side by side, one thread each (what charrnn does for an ensemble on the CPU since session 59). Both compute the
-same losses (tests/test_evaluate.py). The two take turns, round by round, so a passing load slows them alike.
+same losses (tests/test_lanes.py). The two take turns, round by round, so a passing load slows them alike.
 Prints characters per second both ways and their ratio, with the CPU's name and a GEMM figure.
 """
 
